@@ -1,0 +1,197 @@
+"""Experiment configuration: typed, frozen dataclasses loaded from TOML presets in config/.
+
+A preset file sets any subset of the fields below; command-line overrides
+(`section.key=value`) are applied on top; an unknown key or a value of the wrong
+type is a UserError. The resolved config is saved in every run directory.
+"""
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the HDF5 splits live (a directory holding train.h5, val.h5, test.h5)."""
+
+    dataset_dir: str = "output/datasets/digits"
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A pre-activation ResNet: a stem, then stages of residual blocks, then the head."""
+
+    block: str = "bottleneck"
+    stem: str = "cifar"
+    # Residual blocks per stage.
+    stages: tuple[int, ...] = (1, 1, 1)
+    # Output channels of the stem, then of each stage (a bottleneck's inner
+    # width is a quarter of its stage's channels).
+    filters: tuple[int, ...] = (16, 16, 32, 64)
+    # L2 coefficient on every convolution and dense kernel.
+    l2: float = 1e-4
+    bn_epsilon: float = 2e-5
+    bn_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        _require(self.block in ("bottleneck",), f"model.block must be 'bottleneck', got {self.block!r}")
+        _require(self.stem in ("cifar",), f"model.stem must be 'cifar', got {self.stem!r}")
+        _require(
+            len(self.stages) >= 1 and all(count >= 1 for count in self.stages),
+            f"model.stages must be a non-empty list of positive counts, got {list(self.stages)}",
+        )
+        _require(
+            len(self.filters) == len(self.stages) + 1,
+            f"model.filters needs {len(self.stages) + 1} values (stem, then one per stage), "
+            f"got {list(self.filters)}",
+        )
+        _require(
+            all(count >= 4 and count % 4 == 0 for count in self.filters[1:]),
+            f"model.filters of each stage must be a positive multiple of 4, got {list(self.filters)}",
+        )
+        _require(self.l2 >= 0, f"model.l2 must be >= 0, got {self.l2}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Optimiser, schedule and checkpointing."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    # train_decay.py: lr(epoch) = learning_rate * (1 - epoch / epochs) ** decay_power
+    decay_power: float = 1.0
+    checkpoint_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size}")
+        _require(
+            self.optimizer in ("sgd", "adam"),
+            f"training.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}",
+        )
+        _require(
+            self.learning_rate > 0,
+            f"training.learning_rate must be > 0, got {self.learning_rate}",
+        )
+        _require(
+            0 <= self.momentum < 1, f"training.momentum must be in [0, 1), got {self.momentum}"
+        )
+        _require(
+            self.checkpoint_every >= 1,
+            f"training.checkpoint_every must be >= 1, got {self.checkpoint_every}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: data, model and training, plus where its run directory goes."""
+
+    name: str = "digits"
+    description: str = ""
+    # The run directory: checkpoints, history.json, plots and the resolved config.
+    checkpoints: str = "output/checkpoints"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> ExperimentConfig:
+    """Read a TOML preset (the default one when path is None) and apply `key=value` overrides."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; presets are in {CONFIG_DIR}")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"config file {path} is not valid TOML: {error}") from None
+    for override in overrides:
+        _apply_override(values, override)
+    return config_from_dict(ExperimentConfig, values, source=str(path))
+
+
+def config_from_dict(cls: type, values: Mapping[str, Any], source: str = "config", prefix=""):
+    """Build dataclass `cls` from a nested mapping; unknown keys and wrong types are UserErrors."""
+    hints = typing.get_type_hints(cls)
+    known = {field.name for field in dataclasses.fields(cls)}
+    arguments = {}
+    for key, value in values.items():
+        full_key = f"{prefix}{key}"
+        if key not in known:
+            raise UserError(
+                f"unknown config key '{full_key}' in {source}; "
+                f"known keys here: {', '.join(sorted(prefix + name for name in known))}"
+            )
+        arguments[key] = _coerce(hints[key], value, full_key, source)
+    return cls(**arguments)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key '{key}' in {source} must be a table, got {value!r}")
+        return config_from_dict(hint, value, source, prefix=f"{key}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise UserError(f"config key '{key}' in {source} must be a list, got {value!r}")
+        return tuple(_coerce(item_type, item, key, source) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is a subclass of int: refuse `epochs = true` explicitly.
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise UserError(
+            f"config key '{key}' in {source} must be of type {hint.__name__}, got {value!r}"
+        )
+    return value
+
+
+def _apply_override(values: dict[str, Any], override: str) -> None:
+    """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
+    key, separator, raw_value = override.partition("=")
+    if not separator or not key.strip():
+        raise UserError(f"override {override!r} must look like section.key=value")
+    try:
+        value = tomllib.loads(f"value = {raw_value}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value
+    *sections, leaf = key.strip().split(".")
+    table = values
+    for section in sections:
+        table = table.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"override {override!r}: '{section}' is not a section")
+    table[leaf] = value

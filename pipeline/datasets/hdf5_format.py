@@ -1,0 +1,189 @@
+"""The HDF5 split file: the public format every builder writes and the loader reads.
+
+One file per split (`train.h5`, `val.h5`, `test.h5`) holding:
+- `images`: uint8 (N, H, W, 3), RGB, chunked along N;
+- `labels`: int32 (N,) class ids;
+- `class_names`: UTF-8 strings in id order;
+- attributes `format_version`, `mean`, `std` (RGB, 0-255 scale, train split
+  only), `num_classes`, `source`, `split`, and `complete`, written last.
+A file is written as `<name>.partial` and renamed when complete, so a reader
+never mistakes a half-written file for a whole one.
+"""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.errors import UserError
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+PARTIAL_SUFFIX = ".partial"
+# About 1 MiB per chunk: large enough for fast sequential reads, small enough
+# that reading one random sample does not drag in much more than it needs.
+TARGET_CHUNK_BYTES = 1 << 20
+
+
+def split_path(dataset_dir: str | Path, split: str) -> Path:
+    """The file of one split inside a dataset directory."""
+    return Path(dataset_dir) / f"{split}.h5"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    """What a reader needs to know about a split without loading its images."""
+
+    path: Path
+    split: str
+    num_samples: int
+    image_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class SplitWriter:
+    """Streams one split into an HDF5 file; use as a context manager.
+
+    `add` appends batches; `finish` writes the statistics and `complete` and
+    renames the `.partial` file into place. Leaving the block with an exception
+    (or without `finish`) deletes the partial file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        image_shape: tuple[int, int, int],
+        class_names: list[str] | tuple[str, ...],
+        split: str,
+        source: str,
+    ) -> None:
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.image_shape = tuple(int(size) for size in image_shape)
+        self.num_classes = len(class_names)
+        self.num_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.partial_path, "w")
+        chunk_rows = max(1, TARGET_CHUNK_BYTES // int(np.prod(self.image_shape)))
+        self._images = self._file.create_dataset(
+            "images",
+            shape=(0, *self.image_shape),
+            maxshape=(None, *self.image_shape),
+            dtype=np.uint8,
+            chunks=(chunk_rows, *self.image_shape),
+        )
+        self._labels = self._file.create_dataset(
+            "labels", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(max(chunk_rows, 1024),)
+        )
+        self._file.create_dataset(
+            "class_names", data=list(class_names), dtype=h5py.string_dtype("utf-8")
+        )
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._file.attrs["num_classes"] = self.num_classes
+        self._file.attrs["split"] = split
+        self._file.attrs["source"] = source
+
+    def add(self, images: np.ndarray, labels: np.ndarray) -> None:
+        """Append a batch of uint8 RGB images (n, H, W, 3) and their class ids (n,)."""
+        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"expected uint8 images of shape (n, {self.image_shape}), "
+                f"got {images.dtype} {images.shape}"
+            )
+        labels = np.asarray(labels)
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
+        start, stop = self.num_written, self.num_written + len(images)
+        self._images.resize(stop, axis=0)
+        self._labels.resize(stop, axis=0)
+        self._images[start:stop] = images
+        self._labels[start:stop] = labels
+        self.num_written = stop
+
+    def finish(self, mean, std) -> Path:
+        """Write the statistics and the `complete` mark, then move the file into place."""
+        self._file.attrs["mean"] = np.asarray(mean, dtype=np.float64)
+        self._file.attrs["std"] = np.asarray(std, dtype=np.float64)
+        # Written last: a reader accepts only files that carry it.
+        self._file.attrs["complete"] = True
+        self._file.close()
+        os.replace(self.partial_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        if self._file.id.valid:
+            self._file.close()
+        self.partial_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if self.partial_path.exists():
+            self.abort()
+
+
+def open_split(path: str | Path) -> h5py.File:
+    """Open a split for reading after checking that it is whole and of a known version."""
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.with_name(path.name + PARTIAL_SUFFIX).exists():
+            hint = " (only an unfinished .partial build is there)"
+        raise UserError(
+            f"dataset file {path} does not exist{hint}; build it first, for example "
+            f"'python build_dataset.py --dataset digits --output {path.parent}'"
+        )
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise UserError(f"{path} is not a readable HDF5 file ({error}); rebuild it") from None
+    if not handle.attrs.get("complete", False):
+        handle.close()
+        raise UserError(f"{path} was never completed (no 'complete' mark); rebuild it")
+    version = int(handle.attrs.get("format_version", -1))
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        handle.close()
+        raise UserError(
+            f"{path} has format_version {version}, this version reads "
+            f"{SUPPORTED_FORMAT_VERSIONS}; rebuild it or update the pipeline"
+        )
+    return handle
+
+
+def read_split_info(path: str | Path) -> SplitInfo:
+    """Read a split's metadata (shapes, class names, statistics) without its images."""
+    with open_split(path) as handle:
+        class_names = tuple(name.decode("utf-8") for name in handle["class_names"][()])
+        return SplitInfo(
+            path=Path(path),
+            split=str(handle.attrs["split"]),
+            num_samples=int(handle["labels"].shape[0]),
+            image_shape=tuple(int(size) for size in handle["images"].shape[1:]),
+            class_names=class_names,
+            mean=tuple(float(value) for value in handle.attrs["mean"]),
+            std=tuple(float(value) for value in handle.attrs["std"]),
+            source=str(handle.attrs["source"]),
+        )
+
+
+def write_mean_json(dataset_dir: str | Path, mean) -> Path:
+    """Write `mean.json` ({"R": .., "G": .., "B": ..}) for tools that expect it."""
+    path = Path(dataset_dir) / "mean.json"
+    red, green, blue = (float(value) for value in mean)
+    path.write_text(json.dumps({"R": red, "G": green, "B": blue}, indent=2) + "\n")
+    return path

@@ -1,0 +1,34 @@
+"""User errors: one clear line, exit code 2, no traceback."""
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserError(Exception):
+    """A problem with what the user asked for (a path, a value, a key), not a bug."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], int]:
+    """Wrap a script's main so a UserError prints 'error: ...' and exits with code 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            main(argv)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return USER_ERROR_EXIT_CODE
+        return 0
+
+    return wrapped

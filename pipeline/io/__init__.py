@@ -1,0 +1,5 @@
+"""Loading HDF5 splits into batches for training and evaluation."""
+
+from pipeline.io.hdf5_generator import HDF5DatasetGenerator
+
+__all__ = ["HDF5DatasetGenerator"]

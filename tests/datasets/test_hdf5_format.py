@@ -1,0 +1,95 @@
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.datasets.hdf5_format import (
+    FORMAT_VERSION,
+    SplitWriter,
+    open_split,
+    read_split_info,
+)
+from pipeline.errors import UserError
+from tests.conftest import write_split_file
+
+
+def test_round_trip_keeps_pixels_channel_order_labels_and_names(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(5, 6, 7, 3), dtype=np.uint8)
+    images[0, 0, 0] = (255, 0, 10)  # a pure red-ish pixel: R stays first
+    labels = np.array([0, 1, 2, 1, 0], dtype=np.int32)
+    names = ["cat", "café", "日本"]
+    path = write_split_file(tmp_path / "train.h5", images, labels, names, mean=(10, 20, 30))
+
+    with open_split(path) as handle:
+        np.testing.assert_array_equal(handle["images"][()], images)
+        np.testing.assert_array_equal(handle["labels"][()], labels)
+        assert handle["images"].dtype == np.uint8
+        assert handle["images"].chunks[1:] == (6, 7, 3)
+        assert tuple(handle["images"][0, 0, 0]) == (255, 0, 10)
+        assert handle.attrs["format_version"] == FORMAT_VERSION
+        assert handle.attrs["num_classes"] == 3
+    info = read_split_info(path)
+    assert info.class_names == tuple(names)
+    assert info.num_samples == 5
+    assert info.image_shape == (6, 7, 3)
+    assert info.mean == (10.0, 20.0, 30.0)
+    assert info.split == "train"
+
+
+def test_appends_in_several_batches(tmp_path):
+    images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+    labels = np.arange(10) % 2
+    with SplitWriter(
+        tmp_path / "x.h5", image_shape=(2, 2, 3), class_names=["a", "b"], split="val", source="t"
+    ) as writer:
+        writer.add(images[:3], labels[:3])
+        writer.add(images[3:], labels[3:])
+        writer.finish((0, 0, 0), (1, 1, 1))
+    with open_split(tmp_path / "x.h5") as handle:
+        np.testing.assert_array_equal(handle["images"][()], images)
+
+
+def test_an_interrupted_write_leaves_no_file_a_reader_accepts(tmp_path):
+    path = tmp_path / "train.h5"
+    with pytest.raises(RuntimeError), SplitWriter(
+        path, image_shape=(2, 2, 3), class_names=["a"], split="train", source="t"
+    ) as writer:
+        writer.add(np.zeros((4, 2, 2, 3), np.uint8), np.zeros(4, np.int32))
+        raise RuntimeError("killed half way")
+    assert not path.exists()
+    assert not (tmp_path / "train.h5.partial").exists()
+    with pytest.raises(UserError, match="does not exist"):
+        open_split(path)
+
+
+def test_a_file_without_the_complete_mark_is_refused(tmp_path):
+    path = tmp_path / "train.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["format_version"] = FORMAT_VERSION
+        handle.create_dataset("images", data=np.zeros((1, 2, 2, 3), np.uint8))
+    with pytest.raises(UserError, match="never completed"):
+        open_split(path)
+
+
+def test_an_unknown_format_version_is_refused(tmp_path):
+    path = write_split_file(
+        tmp_path / "train.h5", np.zeros((1, 2, 2, 3), np.uint8), np.zeros(1, np.int32), ["a"]
+    )
+    with h5py.File(path, "a") as handle:
+        handle.attrs["format_version"] = 99
+    with pytest.raises(UserError, match="format_version 99"):
+        open_split(path)
+
+
+def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
+    path = tmp_path / "train.h5"
+    path.write_bytes(b"not an hdf5 file")
+    with pytest.raises(UserError, match="not a readable HDF5 file"):
+        open_split(path)
+
+
+def test_writer_rejects_labels_outside_the_classes(tmp_path):
+    with SplitWriter(
+        tmp_path / "x.h5", image_shape=(2, 2, 3), class_names=["a", "b"], split="t", source="t"
+    ) as writer, pytest.raises(ValueError, match="labels must lie in"):
+        writer.add(np.zeros((1, 2, 2, 3), np.uint8), np.array([2]))

@@ -1,0 +1,75 @@
+import pytest
+
+from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
+from pipeline.errors import UserError
+
+
+def test_default_preset_is_the_digits_demo():
+    config = load_config()
+    assert config.name == "digits"
+    assert config.data.dataset_dir == "output/datasets/digits"
+    assert config.checkpoints == "output/checkpoints"
+    assert isinstance(config.model.stages, tuple)
+
+
+def test_overrides_apply_on_top_of_the_preset_with_toml_types():
+    config = load_config(
+        None,
+        [
+            "training.epochs=3",
+            "training.learning_rate=0.5",
+            "model.stages=[1, 1]",
+            "model.filters=[8, 8, 16]",
+            "data.dataset_dir=/some/where",
+            "training.nesterov=false",
+        ],
+    )
+    assert config.training.epochs == 3
+    assert config.training.learning_rate == 0.5
+    assert config.model.stages == (1, 1)
+    assert config.model.filters == (8, 8, 16)
+    assert config.data.dataset_dir == "/some/where"
+    assert config.training.nesterov is False
+
+
+def test_integer_is_accepted_where_a_float_is_expected():
+    assert load_config(None, ["training.learning_rate=1"]).training.learning_rate == 1.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.epoch=3", "unknown config key 'training.epoch'"),
+        ("nonsense=1", "unknown config key 'nonsense'"),
+        ("training.epochs=three", "training.epochs"),
+        ("training.epochs=true", "training.epochs"),
+        ("training.epochs=0", "training.epochs must be >= 1"),
+        ("training.learning_rate=-0.1", "learning_rate must be > 0"),
+        ("model.filters=[16, 16]", "model.filters needs 4 values"),
+        ("epochs", "must look like section.key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_user_errors(override, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_a_preset_file_names_the_file(tmp_path):
+    preset = tmp_path / "bad.toml"
+    preset.write_text(DEFAULT_CONFIG_PATH.read_text() + "\n[training.extra]\nx = 1\n")
+    with pytest.raises(UserError, match="bad.toml"):
+        load_config(preset)
+
+
+def test_missing_config_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_resolved_config_round_trips_through_json():
+    import json
+
+    from pipeline.config import config_from_dict
+
+    config = load_config(None, ["training.epochs=7"])
+    assert config_from_dict(ExperimentConfig, json.loads(config.to_json())) == config
