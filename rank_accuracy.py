@@ -1,7 +1,7 @@
 """Rank-1 and rank-5 accuracy of a checkpoint over every sample of a split.
 
-    python rank_accuracy.py                      # newest checkpoint, test split
-    python rank_accuracy.py --model output/checkpoints/epoch_0020.keras --report report.json
+python rank_accuracy.py                      # newest checkpoint, test split
+python rank_accuracy.py --model output/checkpoints/epoch_0020.keras --report report.json
 """
 
 import sys
@@ -20,7 +20,9 @@ from pipeline.evaluation import (
 @run_cli
 def main(argv=None):
     parser = OneLineArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=None, help="checkpoint (default: newest of the config's run)")
+    parser.add_argument(
+        "--model", default=None, help="checkpoint (default: newest of the config's run)"
+    )
     parser.add_argument("--dataset", default=None, help="dataset directory or split file")
     parser.add_argument("--split", default=None, help="split to evaluate (default: the test split)")
     parser.add_argument("--batch-size", type=int, default=256)

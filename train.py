@@ -1,7 +1,7 @@
 """Train a ResNet at a constant learning rate, the ctrl+c way.
 
-    python train.py --checkpoints output/checkpoints
-    python train.py --checkpoints output/checkpoints --start_epoch 40 --lr 0.01
+python train.py --checkpoints output/checkpoints
+python train.py --checkpoints output/checkpoints --start_epoch 40 --lr 0.01
 """
 
 import sys
@@ -13,12 +13,16 @@ from pipeline.training import train
 
 def build_parser(description: str) -> OneLineArgumentParser:
     parser = OneLineArgumentParser(description=description)
-    parser.add_argument("--checkpoints", default=None, help="run directory (default: from the config)")
+    parser.add_argument(
+        "--checkpoints", default=None, help="run directory (default: from the config)"
+    )
     parser.add_argument("--model", default=None, help="checkpoint to resume from")
     parser.add_argument("--start_epoch", type=int, default=None, help="epoch to resume at")
     parser.add_argument("--lr", type=float, default=None, help="learning rate to continue with")
     parser.add_argument("--epochs", type=int, default=None, help="total number of epochs")
-    parser.add_argument("--overwrite", action="store_true", help="start over in a used run directory")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start over in a used run directory"
+    )
     add_config_arguments(parser)
     return parser
 

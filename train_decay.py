@@ -1,6 +1,6 @@
 """Train a ResNet with polynomial learning-rate decay (power from training.decay_power).
 
-    python train_decay.py --checkpoints output/checkpoints_decay
+python train_decay.py --checkpoints output/checkpoints_decay
 """
 
 import sys

@@ -52,7 +52,9 @@ class ModelConfig:
     bn_momentum: float = 0.9
 
     def __post_init__(self) -> None:
-        _require(self.block in ("bottleneck",), f"model.block must be 'bottleneck', got {self.block!r}")
+        _require(
+            self.block in ("bottleneck",), f"model.block must be 'bottleneck', got {self.block!r}"
+        )
         _require(self.stem in ("cifar",), f"model.stem must be 'cifar', got {self.stem!r}")
         _require(
             len(self.stages) >= 1 and all(count >= 1 for count in self.stages),
@@ -65,7 +67,8 @@ class ModelConfig:
         )
         _require(
             all(count >= 4 and count % 4 == 0 for count in self.filters[1:]),
-            f"model.filters of each stage must be a positive multiple of 4, got {list(self.filters)}",
+            "model.filters of each stage must be a positive multiple of 4, "
+            f"got {list(self.filters)}",
         )
         _require(self.l2 >= 0, f"model.l2 must be >= 0, got {self.l2}")
 
@@ -124,9 +127,7 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = ()
-) -> ExperimentConfig:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """Read a TOML preset (the default one when path is None) and apply `key=value` overrides."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():

@@ -13,7 +13,15 @@ class UserError(Exception):
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad command line in one line, like every other user error."""
+    """argparse that reports a bad command line in one line, like every other user error.
+
+    Abbreviated options are refused: `--epoch` silently meaning `--epochs`
+    would hide typos in long-running commands.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{message} (see {self.prog} --help)")

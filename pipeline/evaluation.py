@@ -64,9 +64,7 @@ def evaluate(model_path, split_file, *, batch_size: int = 256) -> dict:
     info = read_split_info(split_file)
     model = load_model(model_path)
     check_model_matches_data(model, info, model_path)
-    generator = HDF5DatasetGenerator(
-        split_file, min(batch_size, info.num_samples), shuffle=False
-    )
+    generator = HDF5DatasetGenerator(split_file, min(batch_size, info.num_samples), shuffle=False)
     probabilities = predict_split(model, generator)
     labels = generator.labels()
     rank1_hits = rank_k_hits(probabilities, labels, 1)

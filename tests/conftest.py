@@ -11,7 +11,9 @@ import pytest  # noqa: E402
 from pipeline.datasets.hdf5_format import SplitWriter  # noqa: E402
 
 
-def write_split_file(path, images, labels, class_names, *, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0), split="train"):
+def write_split_file(
+    path, images, labels, class_names, *, mean=(1.0, 2.0, 3.0), std=(4.0, 5.0, 6.0), split="train"
+):
     """Write a complete split file with the given contents; returns its path."""
     with SplitWriter(
         path, image_shape=images.shape[1:], class_names=class_names, split=split, source="test"

@@ -105,7 +105,9 @@ class SplitWriter:
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}")
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}"
+            )
         start, stop = self.num_written, self.num_written + len(images)
         self._images.resize(stop, axis=0)
         self._labels.resize(stop, axis=0)

@@ -46,7 +46,8 @@ def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path) ->
         )
     expected = model.input_shape[1:]
     fits = len(expected) == len(info.image_shape) and all(
-        size is None or size == actual for size, actual in zip(expected, info.image_shape, strict=True)
+        size is None or size == actual
+        for size, actual in zip(expected, info.image_shape, strict=True)
     )
     if not fits:
         raise UserError(

@@ -82,7 +82,9 @@ def build_resnet(
         axis=CHANNEL_AXIS, mean=list(mean), variance=variance, name="normalize"
     )(inputs)
     x = _conv(filters[0], 3, 1, l2, "stem_conv")(x)
-    for stage_index, (num_blocks, stage_filters) in enumerate(zip(stages, filters[1:], strict=True)):
+    for stage_index, (num_blocks, stage_filters) in enumerate(
+        zip(stages, filters[1:], strict=True)
+    ):
         for block_index in range(num_blocks):
             stride = 2 if stage_index > 0 and block_index == 0 else 1
             x = preact_bottleneck_block(

@@ -15,13 +15,18 @@ def read(dataset_dir, split):
 
 
 def test_splits_partition_all_1797_digits_stratified(digits_dir):
-    sizes = {split: read_split_info(split_path(digits_dir, split)).num_samples for split in ("train", "val", "test")}
+    sizes = {
+        split: read_split_info(split_path(digits_dir, split)).num_samples
+        for split in ("train", "val", "test")
+    }
     assert sizes == {"train": 1257, "val": 180, "test": 360}
     all_counts = np.bincount(load_digits().target, minlength=10) / 1797
     for split in ("train", "val", "test"):
         _, labels = read(digits_dir, split)
         # Stratified: every class in the same proportion as in the whole set.
-        np.testing.assert_allclose(np.bincount(labels, minlength=10) / len(labels), all_counts, atol=0.01)
+        np.testing.assert_allclose(
+            np.bincount(labels, minlength=10) / len(labels), all_counts, atol=0.01
+        )
 
 
 def test_images_are_the_digits_upscaled_to_32x32_rgb_with_their_own_labels(digits_dir):

@@ -51,9 +51,12 @@ def test_appends_in_several_batches(tmp_path):
 
 def test_an_interrupted_write_leaves_no_file_a_reader_accepts(tmp_path):
     path = tmp_path / "train.h5"
-    with pytest.raises(RuntimeError), SplitWriter(
-        path, image_shape=(2, 2, 3), class_names=["a"], split="train", source="t"
-    ) as writer:
+    with (
+        pytest.raises(RuntimeError),
+        SplitWriter(
+            path, image_shape=(2, 2, 3), class_names=["a"], split="train", source="t"
+        ) as writer,
+    ):
         writer.add(np.zeros((4, 2, 2, 3), np.uint8), np.zeros(4, np.int32))
         raise RuntimeError("killed half way")
     assert not path.exists()
@@ -89,7 +92,10 @@ def test_a_file_that_is_not_hdf5_is_refused(tmp_path):
 
 
 def test_writer_rejects_labels_outside_the_classes(tmp_path):
-    with SplitWriter(
-        tmp_path / "x.h5", image_shape=(2, 2, 3), class_names=["a", "b"], split="t", source="t"
-    ) as writer, pytest.raises(ValueError, match="labels must lie in"):
+    with (
+        SplitWriter(
+            tmp_path / "x.h5", image_shape=(2, 2, 3), class_names=["a", "b"], split="t", source="t"
+        ) as writer,
+        pytest.raises(ValueError, match="labels must lie in"),
+    ):
         writer.add(np.zeros((1, 2, 2, 3), np.uint8), np.array([2]))

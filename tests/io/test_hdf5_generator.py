@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from pipeline.errors import UserError
+from pipeline.io import HDF5DatasetGenerator
+
+
+def served_indices(generator):
+    """The sample numbers (planted in the pixels) of every batch, in order."""
+    return [
+        batch_images[:, 0, 0, 0].astype(int).tolist()
+        for batch_images, _ in (generator[index] for index in range(len(generator)))
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 8, 36, 37])
+def test_every_sample_exactly_once_per_epoch_last_partial_batch_kept(numbered_split, batch_size):
+    generator = HDF5DatasetGenerator(numbered_split, batch_size, seed=3)
+    assert len(generator) == -(-37 // batch_size)
+    for epoch in range(3):
+        generator.set_epoch(epoch)
+        batches = served_indices(generator)
+        assert sorted(sum(batches, [])) == list(range(37))
+        assert all(len(batch) == batch_size for batch in batches[:-1])
+        assert len(batches[-1]) == 37 - batch_size * (len(batches) - 1)
+
+
+def test_labels_travel_with_their_images(numbered_split):
+    generator = HDF5DatasetGenerator(numbered_split, 8, seed=1)
+    for index in range(len(generator)):
+        images, labels = generator[index]
+        np.testing.assert_array_equal(labels, images[:, 0, 0, 0] % 3)
+        assert images.dtype == np.uint8
+
+
+def test_epochs_get_different_orders_that_repeat_in_every_run(numbered_split):
+    first = HDF5DatasetGenerator(numbered_split, 8, seed=7)
+    second = HDF5DatasetGenerator(numbered_split, 8, seed=7)
+    orders = []
+    for epoch in range(3):
+        first.set_epoch(epoch)
+        second.set_epoch(epoch)
+        orders.append(served_indices(first))
+        assert served_indices(second) == orders[-1]
+    assert orders[0] != orders[1] != orders[2]
+    other_seed = HDF5DatasetGenerator(numbered_split, 8, seed=8)
+    assert served_indices(other_seed) != orders[0]
+
+
+def test_resuming_at_an_epoch_serves_that_epochs_batches(numbered_split):
+    uninterrupted = HDF5DatasetGenerator(numbered_split, 8, seed=2)
+    uninterrupted.set_epoch(4)
+    resumed = HDF5DatasetGenerator(numbered_split, 8, seed=2)
+    resumed.set_epoch(4)
+    assert served_indices(resumed) == served_indices(uninterrupted)
+
+
+def test_unshuffled_generator_serves_file_order(numbered_split):
+    generator = HDF5DatasetGenerator(numbered_split, 10, shuffle=False)
+    generator.set_epoch(5)
+    assert sum(served_indices(generator), []) == list(range(37))
+
+
+def test_index_past_the_end_raises_index_error(numbered_split):
+    generator = HDF5DatasetGenerator(numbered_split, 10)
+    with pytest.raises(IndexError):
+        generator[4]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 38])
+def test_bad_batch_size_is_a_user_error(numbered_split, batch_size):
+    with pytest.raises(UserError, match="batch_size must be between 1 and the 37 samples"):
+        HDF5DatasetGenerator(numbered_split, batch_size)
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="build_dataset.py"):
+        HDF5DatasetGenerator(tmp_path / "train.h5", 8)
