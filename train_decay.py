@@ -1,17 +1,17 @@
-"""Train a ResNet with polynomial learning-rate decay (power from training.decay_power).
+"""Train a ResNet with polynomial learning-rate decay (power: training.decay_power).
 
-python train_decay.py --checkpoints output/checkpoints_decay
+    python train_decay.py --checkpoints output/decay
 """
 
 import sys
 
+from pipeline.cli import train_from_command_line
 from pipeline.errors import run_cli
-from train import run
 
 
 @run_cli
 def main(argv=None):
-    run(argv, "polynomial", __doc__)
+    train_from_command_line(argv, schedule="polynomial", description=__doc__)
 
 
 if __name__ == "__main__":
