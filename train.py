@@ -1,7 +1,7 @@
 """Train a ResNet at a constant learning rate, the ctrl+c way.
 
-    python train.py --checkpoints output/checkpoints
-    python train.py --checkpoints output/checkpoints --start_epoch 20 --lr 0.005
+python train.py --checkpoints output/checkpoints
+python train.py --checkpoints output/checkpoints --start_epoch 20 --lr 0.005
 """
 
 import sys

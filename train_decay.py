@@ -1,6 +1,6 @@
 """Train a ResNet with polynomial learning-rate decay (power: training.decay_power).
 
-    python train_decay.py --checkpoints output/decay
+python train_decay.py --checkpoints output/decay
 """
 
 import sys
