@@ -30,6 +30,9 @@ class DataConfig:
     """Where the HDF5 splits live (a directory holding train.h5, val.h5, test.h5)."""
 
     dataset_dir: str = "output/datasets/digits"
+    # Size that JPEG-encoded splits are decoded to (shorter side, centre crop);
+    # 0 for splits stored as pixels, which are used at their stored size.
+    image_size: int = 0
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"

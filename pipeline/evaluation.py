@@ -63,8 +63,12 @@ def evaluate(model_path, split_file, *, batch_size: int = 256) -> dict:
     """Rank-1 and rank-5 accuracy of a checkpoint over every sample of a split file."""
     info = read_split_info(split_file)
     model = load_model(model_path)
-    check_model_matches_data(model, info, model_path)
-    generator = HDF5DatasetGenerator(split_file, min(batch_size, info.num_samples), shuffle=False)
+    # JPEG-encoded splits are decoded to the size the model was trained on.
+    image_size = model.input_shape[1] if info.encoding == "jpeg" else None
+    generator = HDF5DatasetGenerator(
+        split_file, min(batch_size, info.num_samples), shuffle=False, image_size=image_size
+    )
+    check_model_matches_data(model, info, model_path, generator.image_shape)
     probabilities = predict_split(model, generator)
     labels = generator.labels()
     rank1_hits = rank_k_hits(probabilities, labels, 1)

@@ -64,7 +64,7 @@ def train(
     model_path, start_epoch = _resolve_resume(run_dir, model_path, start_epoch, overwrite)
     if model_path is None:
         keras.utils.set_random_seed(training.seed)
-        model = build_model_for_data(config.model, train_data.info)
+        model = build_model_for_data(config.model, train_data.info, train_data.image_shape)
         model.compile(
             optimizer=build_optimizer(training, learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -72,7 +72,7 @@ def train(
         )
     else:
         model = load_model(model_path)
-        check_model_matches_data(model, train_data.info, model_path)
+        check_model_matches_data(model, train_data.info, model_path, train_data.image_shape)
         if learning_rate is not None:
             model.optimizer.learning_rate.assign(learning_rate)
     if start_epoch >= training.epochs:
@@ -132,17 +132,19 @@ def _metrics(num_classes: int) -> list:
 
 def _open_data(config: ExperimentConfig):
     data = config.data
+    image_size = data.image_size or None
     train_data = HDF5DatasetGenerator(
         split_path(data.dataset_dir, data.train_split),
         config.training.batch_size,
         shuffle=True,
         seed=config.training.seed,
+        image_size=image_size,
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
     if val_path.exists():
         val_batch = min(config.training.batch_size, read_split_info(val_path).num_samples)
-        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False)
+        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, image_size=image_size)
     return train_data, val_data
 
 

@@ -46,9 +46,9 @@ def train_args(digits_dir, run_dir, epochs):
 
 def test_build_train_resume_and_evaluate_through_the_scripts(tmp_path):
     digits_dir, run_dir = tmp_path / "digits", tmp_path / "run"
-    summary = json.loads(
-        run_script("build_dataset.py", "--dataset", "digits", "--output", digits_dir)
-    )
+    output = run_script("build_dataset.py", "--dataset", "digits", "--output", digits_dir)
+    assert "1257 images" in output
+    summary = json.loads((digits_dir / "build_summary.json").read_text())
     assert summary["images_per_split"] == {"train": 1257, "val": 180, "test": 360}
     assert {path.name for path in digits_dir.iterdir()} >= {
         "train.h5",

@@ -5,7 +5,11 @@ One file per split (`train.h5`, `val.h5`, `test.h5`) holding:
 - `labels`: int32 (N,) class ids;
 - `class_names`: UTF-8 strings in id order;
 - attributes `format_version`, `mean`, `std` (RGB, 0-255 scale, train split
-  only), `num_classes`, `source`, `split`, and `complete`, written last.
+  only), `num_classes`, `source`, `split`, `encoding`, and `complete`, written last;
+- optionally `covariance` (3x3 RGB, train split) and the dataset `mean_image`
+  (H, W, 3 float32, train split) when all images share one size.
+With `encoding = "jpeg"`, `images` holds one variable-length uint8 array of
+JPEG bytes per sample instead (images of varying size, decoded when loaded).
 A file is written as `<name>.partial` and renamed when complete, so a reader
 never mistakes a half-written file for a whole one.
 """
@@ -22,6 +26,7 @@ from pipeline.errors import UserError
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
+ENCODINGS = ("raw", "jpeg")
 PARTIAL_SUFFIX = ".partial"
 # About 1 MiB per chunk: large enough for fast sequential reads, small enough
 # that reading one random sample does not drag in much more than it needs.
@@ -40,11 +45,13 @@ class SplitInfo:
     path: Path
     split: str
     num_samples: int
-    image_shape: tuple[int, int, int]
+    # None for JPEG-encoded splits, whose images vary in size.
+    image_shape: tuple[int, int, int] | None
     class_names: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
+    encoding: str = "raw"
 
     @property
     def num_classes(self) -> int:
@@ -56,33 +63,51 @@ class SplitWriter:
 
     `add` appends batches; `finish` writes the statistics and `complete` and
     renames the `.partial` file into place. Leaving the block with an exception
-    (or without `finish`) deletes the partial file.
+    (or without `finish`) deletes the partial file. With `encoding="jpeg"`,
+    `add` takes a list of JPEG byte strings and `image_shape` is not given.
     """
 
     def __init__(
         self,
         path: str | Path,
         *,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, int, int] | None = None,
         class_names: list[str] | tuple[str, ...],
         split: str,
         source: str,
+        encoding: str = "raw",
     ) -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        if (encoding == "raw") != (image_shape is not None):
+            raise ValueError("raw splits need an image_shape; JPEG-encoded ones take none")
         self.path = Path(path)
         self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
-        self.image_shape = tuple(int(size) for size in image_shape)
+        self.encoding = encoding
+        self.image_shape = tuple(int(size) for size in image_shape) if image_shape else None
         self.num_classes = len(class_names)
         self.num_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial_path, "w")
-        chunk_rows = max(1, TARGET_CHUNK_BYTES // int(np.prod(self.image_shape)))
-        self._images = self._file.create_dataset(
-            "images",
-            shape=(0, *self.image_shape),
-            maxshape=(None, *self.image_shape),
-            dtype=np.uint8,
-            chunks=(chunk_rows, *self.image_shape),
-        )
+        if encoding == "raw":
+            chunk_rows = max(1, TARGET_CHUNK_BYTES // int(np.prod(self.image_shape)))
+            self._images = self._file.create_dataset(
+                "images",
+                shape=(0, *self.image_shape),
+                maxshape=(None, *self.image_shape),
+                dtype=np.uint8,
+                chunks=(chunk_rows, *self.image_shape),
+            )
+        else:
+            # Chunks of 256 encoded images: about 30 MiB of ImageNet JPEGs.
+            chunk_rows = 256
+            self._images = self._file.create_dataset(
+                "images",
+                shape=(0,),
+                maxshape=(None,),
+                dtype=h5py.vlen_dtype(np.uint8),
+                chunks=(chunk_rows,),
+            )
         self._labels = self._file.create_dataset(
             "labels", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(max(chunk_rows, 1024),)
         )
@@ -93,10 +118,16 @@ class SplitWriter:
         self._file.attrs["num_classes"] = self.num_classes
         self._file.attrs["split"] = split
         self._file.attrs["source"] = source
+        self._file.attrs["encoding"] = encoding
 
-    def add(self, images: np.ndarray, labels: np.ndarray) -> None:
-        """Append a batch of uint8 RGB images (n, H, W, 3) and their class ids (n,)."""
-        if images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
+    def add(self, images, labels: np.ndarray) -> None:
+        """Append a batch: uint8 RGB images (n, H, W, 3), or n JPEG byte strings; class ids (n,)."""
+        if self.encoding == "jpeg":
+            # h5py writes variable-length rows from a 1-D object array of uint8 arrays.
+            encoded_rows = np.empty(len(images), dtype=object)
+            encoded_rows[:] = [np.frombuffer(encoded, dtype=np.uint8) for encoded in images]
+            images = encoded_rows
+        elif images.dtype != np.uint8 or images.shape[1:] != self.image_shape:
             raise ValueError(
                 f"expected uint8 images of shape (n, {self.image_shape}), "
                 f"got {images.dtype} {images.shape}"
@@ -115,10 +146,14 @@ class SplitWriter:
         self._labels[start:stop] = labels
         self.num_written = stop
 
-    def finish(self, mean, std) -> Path:
+    def finish(self, mean, std, *, covariance=None, mean_image=None) -> Path:
         """Write the statistics and the `complete` mark, then move the file into place."""
         self._file.attrs["mean"] = np.asarray(mean, dtype=np.float64)
         self._file.attrs["std"] = np.asarray(std, dtype=np.float64)
+        if covariance is not None:
+            self._file.attrs["covariance"] = np.asarray(covariance, dtype=np.float64)
+        if mean_image is not None:
+            self._file.create_dataset("mean_image", data=np.asarray(mean_image, dtype=np.float32))
         # Written last: a reader accepts only files that carry it.
         self._file.attrs["complete"] = True
         self._file.close()
@@ -171,15 +206,20 @@ def read_split_info(path: str | Path) -> SplitInfo:
     """Read a split's metadata (shapes, class names, statistics) without its images."""
     with open_split(path) as handle:
         class_names = tuple(name.decode("utf-8") for name in handle["class_names"][()])
+        encoding = str(handle.attrs.get("encoding", "raw"))
+        image_shape = None
+        if encoding == "raw":
+            image_shape = tuple(int(size) for size in handle["images"].shape[1:])
         return SplitInfo(
             path=Path(path),
             split=str(handle.attrs["split"]),
             num_samples=int(handle["labels"].shape[0]),
-            image_shape=tuple(int(size) for size in handle["images"].shape[1:]),
+            image_shape=image_shape,
             class_names=class_names,
             mean=tuple(float(value) for value in handle.attrs["mean"]),
             std=tuple(float(value) for value in handle.attrs["std"]),
             source=str(handle.attrs["source"]),
+            encoding=encoding,
         )
 
 

@@ -1,28 +1,92 @@
-"""Per-channel statistics of a split, accumulated batch by batch in float64."""
+"""Statistics of a train split, accumulated image by image in float64.
+
+Per-channel mean and standard deviation (RGB, 0-255 scale) normalise the
+model's input; the 3x3 RGB covariance gives the eigenvectors of AlexNet-style
+PCA colour augmentation; the per-pixel mean image is what the papers subtract
+on CIFAR. Pixel moments are additive, so workers can compute them for their
+own images and the main process only sums them.
+"""
+
+import dataclasses
 
 import numpy as np
 
+# Pixels converted to float64 at a time: bounds the temporary memory (24 MiB).
+PIXELS_PER_STEP = 1 << 20
 
-class ChannelStatistics:
-    """Running per-channel mean and standard deviation of uint8 RGB images (0-255 scale)."""
 
-    def __init__(self, num_channels: int = 3) -> None:
-        self.num_values = 0
-        self.sums = np.zeros(num_channels, dtype=np.float64)
-        self.squared_sums = np.zeros(num_channels, dtype=np.float64)
+@dataclasses.dataclass
+class PixelMoments:
+    """Count, sum and sum of outer products of RGB pixel values."""
+
+    count: int = 0
+    sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
+    products: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 3)))
+
+    @classmethod
+    def of(cls, images: np.ndarray) -> "PixelMoments":
+        """Moments of an image (H, W, 3) or a batch of images (n, H, W, 3)."""
+        pixels = images.reshape(-1, images.shape[-1])
+        moments = cls()
+        for start in range(0, len(pixels), PIXELS_PER_STEP):
+            block = pixels[start : start + PIXELS_PER_STEP].astype(np.float64)
+            moments.count += len(block)
+            moments.sums += block.sum(axis=0)
+            moments.products += block.T @ block
+        return moments
+
+    def add(self, other: "PixelMoments") -> None:
+        self.count += other.count
+        self.sums += other.sums
+        self.products += other.products
+
+
+class ImageStatistics:
+    """Running statistics of a split's images; the mean image only while all share one size."""
+
+    def __init__(self) -> None:
+        self.moments = PixelMoments()
+        self.num_images = 0
+        self._image_sum = None
+        self._fixed_size = True
 
     def update(self, images: np.ndarray) -> None:
-        """Add a batch of images (n, H, W, C)."""
-        pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
-        self.num_values += pixels.shape[0]
-        self.sums += pixels.sum(axis=0)
-        self.squared_sums += np.square(pixels).sum(axis=0)
+        """Add a batch of same-sized images (n, H, W, 3)."""
+        image_sum = images.sum(axis=0, dtype=np.float64)
+        self.add_moments(PixelMoments.of(images), image_sum, num_images=len(images))
+
+    def add_moments(self, moments: PixelMoments, image_sum=None, num_images: int = 1) -> None:
+        """Add pixel moments computed elsewhere, with the images' per-pixel sum when known."""
+        self.moments.add(moments)
+        self.num_images += num_images
+        if image_sum is None:
+            self._fixed_size = False
+        elif self._fixed_size and self._image_sum is None:
+            self._image_sum = np.array(image_sum, dtype=np.float64)
+        elif self._fixed_size and self._image_sum.shape == image_sum.shape:
+            self._image_sum += image_sum
+        else:
+            self._fixed_size = False
+        if not self._fixed_size:
+            self._image_sum = None
 
     @property
     def mean(self) -> np.ndarray:
-        return self.sums / max(self.num_values, 1)
+        return self.moments.sums / max(self.moments.count, 1)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The 3x3 RGB covariance (population, 0-255 scale)."""
+        second_moment = self.moments.products / max(self.moments.count, 1)
+        return second_moment - np.outer(self.mean, self.mean)
 
     @property
     def std(self) -> np.ndarray:
-        variance = self.squared_sums / max(self.num_values, 1) - np.square(self.mean)
-        return np.sqrt(np.maximum(variance, 0.0))
+        return np.sqrt(np.maximum(np.diag(self.covariance), 0.0))
+
+    @property
+    def mean_image(self) -> np.ndarray | None:
+        """The per-pixel mean (H, W, 3) as float32, or None when image sizes vary."""
+        if self._image_sum is None:
+            return None
+        return (self._image_sum / self.num_images).astype(np.float32)

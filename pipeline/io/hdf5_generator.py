@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from pipeline.datasets.hdf5_format import open_split, read_split_info
+from pipeline.datasets.images import decode_image, resize_and_center_crop
 from pipeline.errors import UserError
 
 
@@ -17,7 +18,9 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
     The training loop tells the generator which epoch it is in (`set_epoch`,
     done by `pipeline.callbacks.LoaderEpochSync`), because Keras calls
     `on_epoch_end` more often than once per epoch. Batches are uint8 RGB images
-    and int32 labels; normalisation happens inside the model.
+    and int32 labels; normalisation happens inside the model. JPEG-encoded
+    splits are decoded on the fly and brought to `image_size` x `image_size`
+    (shorter side scaled, centre crop).
     """
 
     def __init__(
@@ -27,10 +30,17 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         *,
         shuffle: bool = True,
         seed: int = 0,
+        image_size: int | None = None,
         **pydataset_options,
     ) -> None:
         super().__init__(**pydataset_options)
         self.info = read_split_info(db_path)
+        if self.info.encoding == "jpeg" and not image_size:
+            raise UserError(
+                f"{db_path} holds JPEG-encoded images of varying size; set the size to "
+                f"decode them to (data.image_size in the config)"
+            )
+        self.image_size = image_size if self.info.encoding == "jpeg" else None
         if not 1 <= batch_size <= self.info.num_samples:
             raise UserError(
                 f"batch_size must be between 1 and the {self.info.num_samples} samples of "
@@ -50,6 +60,13 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
     @property
     def num_samples(self) -> int:
         return self.info.num_samples
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The shape of each image in a batch."""
+        if self.image_size:
+            return (self.image_size, self.image_size, 3)
+        return self.info.image_shape
 
     def __len__(self) -> int:
         return math.ceil(self.info.num_samples / self.batch_size)
@@ -75,7 +92,17 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             order = self.epoch_order(epoch)
             self._cached_order = (epoch, order)
         indices = order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self._images[indices], self._labels[indices]
+        return self._batch_images(indices), self._labels[indices]
+
+    def _batch_images(self, indices: np.ndarray) -> np.ndarray:
+        if self.image_size is None:
+            return self._images[indices]
+        return np.stack(
+            [
+                resize_and_center_crop(decode_image(self._images[index].tobytes()), self.image_size)
+                for index in indices
+            ]
+        )
 
     def labels(self) -> np.ndarray:
         """All labels of the split in file order."""

@@ -10,10 +10,10 @@ from pipeline.errors import UserError
 from pipeline.nn.resnet import build_resnet
 
 
-def build_model_for_data(model_config: ModelConfig, info: SplitInfo) -> keras.Model:
-    """The config's ResNet, sized for the split's images and classes, normalising with its stats."""
+def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:
+    """The config's ResNet for `input_shape` images and the split's classes and statistics."""
     return build_resnet(
-        input_shape=info.image_shape,
+        input_shape=input_shape,
         num_classes=info.num_classes,
         mean=info.mean,
         std=info.std,
@@ -36,8 +36,8 @@ def load_model(path: str | Path) -> keras.Model:
         raise UserError(f"cannot load model {path}: {type(error).__name__}: {error}") from None
 
 
-def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path) -> None:
-    """Refuse a model whose class count or input shape differs from the split's."""
+def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, image_shape) -> None:
+    """Refuse a model whose class count or input shape differs from the data's."""
     num_outputs = model.output_shape[-1]
     if num_outputs != info.num_classes:
         raise UserError(

@@ -76,3 +76,26 @@ def test_bad_batch_size_is_a_user_error(numbered_split, batch_size):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="build_dataset.py"):
         HDF5DatasetGenerator(tmp_path / "train.h5", 8)
+
+
+def test_jpeg_encoded_split_is_decoded_to_the_requested_size(tmp_path):
+    from pipeline.datasets.hdf5_format import SplitWriter
+    from pipeline.datasets.images import encode_jpeg
+
+    colours = [(200, 30, 10), (10, 180, 40), (20, 40, 220)]
+    # Images of different sizes, each one colour: decoding must keep R, G, B in place.
+    images = [np.full((20 + 4 * i, 30, 3), colour, np.uint8) for i, colour in enumerate(colours)]
+    path = tmp_path / "train.h5"
+    with SplitWriter(
+        path, class_names=["r", "g", "b"], split="train", source="t", encoding="jpeg"
+    ) as writer:
+        writer.add([encode_jpeg(image) for image in images], np.arange(3))
+        writer.finish((0, 0, 0), (1, 1, 1))
+    with pytest.raises(UserError, match="data.image_size"):
+        HDF5DatasetGenerator(path, 2)
+    generator = HDF5DatasetGenerator(path, 3, shuffle=False, image_size=16)
+    assert generator.image_shape == (16, 16, 3)
+    batch, labels = generator[0]
+    assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.uint8
+    for image, label in zip(batch, labels, strict=True):
+        np.testing.assert_allclose(image[8, 8], colours[label], atol=6)

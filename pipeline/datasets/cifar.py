@@ -1,0 +1,407 @@
+"""CIFAR-10 and CIFAR-100 from the official "python version" downloads, as HDF5 splits.
+
+Accepted sources: the archive (`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`),
+its extracted folder (`cifar-10-batches-py/`, `cifar-100-python/`) or the folder
+holding that one. The files are Python 2 pickles of dicts with bytes keys whose
+`data` rows are channel-planar (1024 R, 1024 G, then 1024 B values, each plane a
+row-major 32x32 image); they become (N, 32, 32, 3) RGB images.
+
+Two safety rules, because a download is untrusted input:
+- pickles are loaded by an unpickler that refuses every global except the few
+  NumPy needs to rebuild an array, so a tampered file cannot run code;
+- an archive is never extracted: its members are read in memory, found by
+  their folder and file name, so a member named `../x` or `/x` writes nothing.
+"""
+
+import dataclasses
+import importlib
+import pickle
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from pipeline.datasets.builder import write_in_memory_dataset
+from pipeline.errors import UserError
+
+IMAGE_SIDE = 32
+PLANE_SIZE = IMAGE_SIDE * IMAGE_SIDE
+ROW_SIZE = 3 * PLANE_SIZE
+DOWNLOAD_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+@dataclasses.dataclass(frozen=True)
+class CifarLayout:
+    """Where one CIFAR variant keeps its files and which keys hold its labels."""
+
+    archive_name: str
+    folder_name: str
+    train_files: tuple[str, ...]
+    test_file: str
+    meta_file: str
+    # label mode -> (key of the labels in a batch, key of the class names in meta)
+    label_keys: dict[str, tuple[bytes, bytes]]
+
+    @property
+    def file_names(self) -> tuple[str, ...]:
+        return (*self.train_files, self.test_file, self.meta_file)
+
+    def describe(self) -> str:
+        """The accepted layouts, in one line, for error messages."""
+        return (
+            f"{self.archive_name}, its extracted folder {self.folder_name}/ "
+            f"(holding {', '.join(self.file_names)}) or the folder that holds {self.folder_name}/"
+        )
+
+
+LAYOUTS = {
+    "cifar10": CifarLayout(
+        archive_name="cifar-10-python.tar.gz",
+        folder_name="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{number}" for number in range(1, 6)),
+        test_file="test_batch",
+        meta_file="batches.meta",
+        label_keys={"fine": (b"labels", b"label_names")},
+    ),
+    "cifar100": CifarLayout(
+        archive_name="cifar-100-python.tar.gz",
+        folder_name="cifar-100-python",
+        train_files=("train",),
+        test_file="test",
+        meta_file="meta",
+        label_keys={
+            "fine": (b"fine_labels", b"fine_label_names"),
+            "coarse": (b"coarse_labels", b"coarse_label_names"),
+        },
+    ),
+}
+
+
+# ---------------------------------------------------------------------------
+# Restricted unpickling
+# ---------------------------------------------------------------------------
+
+
+def _numpy_core_module(name: str):
+    """numpy._core.<name> (NumPy 2, and the forward shim of 1.26) or numpy.core.<name>."""
+    try:
+        return importlib.import_module(f"numpy._core.{name}")
+    except ImportError:
+        return importlib.import_module(f"numpy.core.{name}")
+
+
+def _encode_latin1(text, encoding="latin1") -> bytes:
+    """Stand-in for `_codecs.encode`, which Python 3 pickles (protocol <= 2) call to rebuild
+    bytes as `encode(text, 'latin1')`; any other use of it is refused."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_MULTIARRAY = _numpy_core_module("multiarray")
+_NUMERIC = _numpy_core_module("numeric")
+# Everything a CIFAR pickle may name. The official files (Python 2, NumPy 1) use
+# numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype; re-pickled
+# files may use the NumPy 2 names, _frombuffer (protocol 5) or _codecs.encode
+# (Python 3, protocol <= 2). Old names resolve to the current objects so that
+# NumPy's deprecated numpy.core shim is never imported.
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _encode_latin1,
+}
+
+
+def _one_line(text) -> str:
+    """Collapse a message from a library (which may span lines) into one line."""
+    return " ".join(str(text).split())
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only plain data and NumPy arrays; any other global is a UserError."""
+
+    def __init__(self, stream, location: str) -> None:
+        # The files are Python 2 pickles: keep their byte strings as bytes.
+        super().__init__(stream, encoding="bytes")
+        self.location = location
+
+    def find_class(self, module: str, name: str):
+        allowed = ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            refused = _one_line(f"{module}.{name}")
+            raise UserError(
+                f"{self.location}: refused to unpickle global {refused!r}; a CIFAR file holds "
+                f"only NumPy arrays, lists and bytes, so this is not an official CIFAR file"
+            )
+        return allowed
+
+
+def load_cifar_pickle(stream, location: str):
+    """Unpickle one CIFAR file from a binary stream; `location` names it in errors."""
+    try:
+        return RestrictedUnpickler(stream, location).load()
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+    ) as error:
+        raise UserError(
+            f"{location} is not a readable CIFAR pickle ({_one_line(error)}); download it again"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# Finding and reading the files
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PickledFile:
+    """The unpickled contents of one CIFAR file and where it came from (for errors)."""
+
+    location: str
+    contents: object
+
+
+def read_source(source_path: Path, layout: CifarLayout) -> dict[str, PickledFile]:
+    """Read every file of `layout` from an archive or a folder; file name -> contents."""
+    if not source_path.exists():
+        raise UserError(f"--source {source_path} does not exist; expected {layout.describe()}")
+    if source_path.is_dir():
+        return read_folder(source_path, layout)
+    return read_archive(source_path, layout)
+
+
+def read_folder(source_path: Path, layout: CifarLayout) -> dict[str, PickledFile]:
+    """Read the files from the extracted folder, or from the folder that holds it."""
+    data_dir = source_path / layout.folder_name
+    if not data_dir.is_dir():
+        # The extracted folder itself (possibly renamed).
+        data_dir = source_path
+    paths = {name: data_dir / name for name in layout.file_names}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}; expected {layout.describe()}")
+    files = {}
+    for name, path in paths.items():
+        try:
+            with path.open("rb") as stream:
+                files[name] = PickledFile(str(path), load_cifar_pickle(stream, str(path)))
+        except OSError as error:
+            raise UserError(f"cannot read {path}: {_one_line(error)}") from None
+    return files
+
+
+def find_archive_members(
+    archive: tarfile.TarFile, layout: CifarLayout
+) -> dict[str, tarfile.TarInfo]:
+    """The regular-file members `<folder_name>/<file name>`, by file name.
+
+    A member's name is only compared, never used as a path, so names such as
+    `../evil` or `/etc/x` are harmless. A later member of the same name replaces
+    an earlier one, as it would on extraction.
+    """
+    wanted = set(layout.file_names)
+    members = {}
+    for member in archive.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if (
+            member.isfile()
+            and len(parts) >= 2
+            and parts[-2] == layout.folder_name
+            and parts[-1] in wanted
+        ):
+            members[parts[-1]] = member
+    return members
+
+
+def read_archive(archive_path: Path, layout: CifarLayout) -> dict[str, PickledFile]:
+    """Read the files straight out of the tar archive, without extracting anything."""
+    try:
+        with tarfile.open(archive_path, "r:*") as archive:
+            members = find_archive_members(archive, layout)
+            missing = [
+                f"{archive_path}:{layout.folder_name}/{name}"
+                for name in layout.file_names
+                if name not in members
+            ]
+            if missing:
+                raise UserError(f"missing {', '.join(missing)}; expected {layout.describe()}")
+            # In archive order: a compressed archive can only seek forward cheaply.
+            ordered = sorted(members.items(), key=lambda item: item[1].offset_data)
+            files = {}
+            for name, member in ordered:
+                location = f"{archive_path}:{member.name}"
+                with archive.extractfile(member) as stream:
+                    files[name] = PickledFile(location, load_cifar_pickle(stream, location))
+            return files
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
+        raise UserError(
+            f"cannot read {archive_path} as a tar archive ({_one_line(error)}); "
+            f"expected {layout.describe()}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# Decoding the contents
+# ---------------------------------------------------------------------------
+
+
+def get_entry(pickled: PickledFile, key: bytes):
+    """One entry of a CIFAR file's dict, or a UserError naming the file and the key."""
+    contents = pickled.contents
+    if not isinstance(contents, dict) or key not in contents:
+        raise UserError(
+            f"{pickled.location} has no {key.decode()!r} entry; "
+            f"is it a file of the CIFAR data set asked for?"
+        )
+    return contents[key]
+
+
+def planar_rows_to_rgb(data, location: str) -> np.ndarray:
+    """Channel-planar uint8 rows (N, 3072) as RGB images (N, 32, 32, 3)."""
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2):
+        raise UserError(f"{location}: 'data' is not a uint8 array of rows; download it again")
+    if data.shape[1] != ROW_SIZE:
+        raise UserError(
+            f"{location}: 'data' rows hold {data.shape[1]} values, expected {ROW_SIZE} "
+            f"(3 planes of {IMAGE_SIDE}x{IMAGE_SIDE})"
+        )
+    # Each row is R plane, G plane, B plane, each row-major: (N, channel, y, x) -> (N, y, x, C).
+    return data.reshape(-1, 3, IMAGE_SIDE, IMAGE_SIDE).transpose(0, 2, 3, 1)
+
+
+def decode_class_names(pickled: PickledFile, names_key: bytes) -> list[str]:
+    """The class names (stored as Python 2 byte strings) as text."""
+    names = get_entry(pickled, names_key)
+    if not isinstance(names, list | tuple) or not names:
+        raise UserError(f"{pickled.location}: {names_key.decode()!r} is not a list of names")
+    return [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names]
+
+
+def read_batch(
+    pickled: PickledFile, labels_key: bytes, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch file's images (N, 32, 32, 3) and labels (N,) checked against the class count."""
+    images = planar_rows_to_rgb(get_entry(pickled, b"data"), pickled.location)
+    try:
+        labels = np.asarray(get_entry(pickled, labels_key))
+    except (TypeError, ValueError):
+        labels = None
+    if labels is not None and labels.size == 0:
+        # An empty list becomes a float array; it is still a valid (empty) list of ids.
+        labels = labels.astype(np.int64)
+    label_name = labels_key.decode()
+    if labels is None or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{pickled.location}: {label_name!r} is not a list of class ids")
+    if len(labels) != len(images):
+        raise UserError(
+            f"{pickled.location}: {len(images)} images but {len(labels)} {label_name!r}"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"{pickled.location}: {label_name!r} run from {labels.min()} to {labels.max()}, "
+            f"outside the {num_classes} classes"
+        )
+    return images, labels.astype(np.int32)
+
+
+def join_batches(batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate batches in order into one contiguous (images, labels) pair."""
+    images = np.concatenate([images for images, _ in batches])
+    labels = np.concatenate([labels for _, labels in batches])
+    return np.ascontiguousarray(images), labels
+
+
+# ---------------------------------------------------------------------------
+# Splits and the entry point
+# ---------------------------------------------------------------------------
+
+
+def check_options(dataset: str, label_mode: str, val_size, source) -> CifarLayout:
+    """Refuse bad options before touching any file; returns the data set's layout."""
+    if dataset not in LAYOUTS:
+        raise UserError(f"unknown CIFAR data set {dataset!r}; choose one of {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[dataset]
+    if label_mode not in layout.label_keys:
+        raise UserError(
+            f"label mode {label_mode!r} does not exist for {dataset}; "
+            f"choose one of {', '.join(layout.label_keys)}"
+        )
+    if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) or val_size < 0:
+        raise UserError(f"--val-size must be a whole number >= 0, got {val_size!r}")
+    if source is None or str(source) == "":
+        raise UserError(
+            f"{dataset} is built from the official download ({DOWNLOAD_PAGE}); pass --source "
+            f"with the downloaded archive or folder: {layout.describe()}"
+        )
+    return layout
+
+
+def carve_validation(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> dict:
+    """Split `val_size` images off train, stratified by class; returns train and val."""
+    if val_size >= len(images):
+        raise UserError(
+            f"--val-size {val_size} must be smaller than the {len(images)} training images"
+        )
+    try:
+        train_images, val_images, train_labels, val_labels = train_test_split(
+            images, labels, test_size=val_size, stratify=labels, random_state=seed
+        )
+    except ValueError as error:
+        raise UserError(
+            f"--val-size {val_size} cannot be carved stratified from {len(images)} training "
+            f"images of {len(np.unique(labels))} classes: {_one_line(error)}"
+        ) from None
+    return {"train": (train_images, train_labels), "val": (val_images, val_labels)}
+
+
+def build(
+    output_dir,
+    *,
+    source,
+    dataset: str = "cifar10",
+    label_mode: str = "fine",
+    val_size: int = 0,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict:
+    """Build CIFAR-10 or CIFAR-100 from the official download into `output_dir`.
+
+    `source` is the archive, its extracted folder or the folder that holds it.
+    `label_mode` picks CIFAR-100's "fine" (100) or "coarse" (20) classes.
+    `val_size` > 0 carves a stratified validation split of that many images out
+    of train (seeded by `seed`); 0 keeps all of train, in file order.
+    Returns the build summary of `write_in_memory_dataset`.
+    """
+    layout = check_options(dataset, label_mode, val_size, source)
+    labels_key, names_key = layout.label_keys[label_mode]
+    source_path = Path(source).absolute()
+    files = read_source(source_path, layout)
+    class_names = decode_class_names(files[layout.meta_file], names_key)
+    train = join_batches(
+        [read_batch(files[name], labels_key, len(class_names)) for name in layout.train_files]
+    )
+    test = join_batches([read_batch(files[layout.test_file], labels_key, len(class_names))])
+    splits = {"train": train}
+    if val_size > 0:
+        splits = carve_validation(*train, int(val_size), seed)
+    splits["test"] = test
+    return write_in_memory_dataset(
+        output_dir,
+        splits,
+        class_names=class_names,
+        source=f"{dataset}:{source_path}",
+        overwrite=overwrite,
+    )

@@ -1,0 +1,113 @@
+"""Any `root/<class>/*` tree of images (ImageNet's train folder among them) into HDF5 splits.
+
+Validation comes from a second tree with the same class folders, from a
+folder of images plus a file naming each image's class (ImageNet's
+validation ground truth comes that way), or is carved from train by fraction.
+"""
+
+import csv
+from pathlib import Path
+
+from pipeline.datasets.builder import ImageRecord, write_file_dataset
+from pipeline.datasets.image_folders import class_folders, files_under, require
+from pipeline.datasets.splitting import carve_splits
+from pipeline.errors import UserError
+
+LAYOUT = "ROOT/<class name>/<image files>"
+LABELS_FORMAT = (
+    "one 'file,class' or 'file class' per line, or ImageNet's LOC_val_solution.csv "
+    "(ImageId,PredictionString)"
+)
+
+
+def tree_records(root: Path, label_of: dict[str, int]) -> list[ImageRecord]:
+    """Every file of every class folder of `root`; a folder naming no known class is an error."""
+    records = []
+    for folder in class_folders(root):
+        if folder.name not in label_of:
+            raise UserError(
+                f"{folder} names no class of the train tree; known classes are its folders"
+            )
+        records.extend(ImageRecord(path, label_of[folder.name]) for path in files_under(folder))
+    return records
+
+
+def read_label_file(path: Path) -> dict[str, str]:
+    """Map image file name (or stem) -> class name, from a CSV or whitespace-separated file."""
+    require(path, LABELS_FORMAT)
+    mapping = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = (
+            list(csv.reader(handle))
+            if path.suffix.lower() == ".csv"
+            else [line.split() for line in handle]
+        )
+    if rows and [cell.strip() for cell in rows[0][:2]] == ["ImageId", "PredictionString"]:
+        # Kaggle's ImageNet file: the first word of PredictionString is the wnid.
+        rows = [[row[0], row[1].split()[0]] for row in rows[1:] if len(row) > 1 and row[1].split()]
+    for number, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise UserError(f"{path} line {number}: expected {LABELS_FORMAT}, got {row!r}")
+        mapping[row[0].strip()] = row[1].strip()
+    return mapping
+
+
+def labelled_folder_records(folder: Path, labels_file: Path, label_of) -> list[ImageRecord]:
+    """Images of a flat folder, labelled through a label file (by file name or stem)."""
+    class_of = read_label_file(labels_file)
+    records = []
+    for path in files_under(require(folder, "a folder of validation images")):
+        class_name = class_of.get(path.name, class_of.get(path.stem))
+        if class_name is None:
+            raise UserError(f"{labels_file} gives no class for {path.name}")
+        if class_name not in label_of:
+            raise UserError(f"{labels_file}: class {class_name!r} of {path.name} is no train class")
+        records.append(ImageRecord(path, label_of[class_name]))
+    return records
+
+
+def build(
+    output_dir,
+    *,
+    source,
+    val_source=None,
+    val_labels=None,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    image_size: int | None = 256,
+    encoding: str = "raw",
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Build a class-folder tree into `output_dir`; returns the build summary."""
+    if source is None:
+        raise UserError(f"pass --source with the train folder ({LAYOUT})")
+    root = require(Path(source), LAYOUT)
+    class_names = [folder.name for folder in class_folders(root)]
+    if not class_names:
+        raise UserError(f"{root} has no class sub-folders (layout: {LAYOUT})")
+    label_of = {name: label for label, name in enumerate(class_names)}
+    train = tree_records(root, label_of)
+    if val_source is not None and val_fraction:
+        raise UserError("give either a validation folder or a validation fraction, not both")
+    records = carve_splits(train, val_fraction, test_fraction, seed)
+    if val_labels is not None:
+        if val_source is None:
+            raise UserError("--val-labels needs --val-source, the folder of validation images")
+        records["val"] = labelled_folder_records(Path(val_source), Path(val_labels), label_of)
+    elif val_source is not None:
+        records["val"] = tree_records(require(Path(val_source), LAYOUT), label_of)
+    return write_file_dataset(
+        output_dir,
+        records,
+        class_names=class_names,
+        source=f"folder:{root}",
+        image_size=image_size,
+        encoding=encoding,
+        workers=workers,
+        seed=seed,
+        overwrite=overwrite,
+    )

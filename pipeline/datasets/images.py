@@ -1,0 +1,84 @@
+"""Reading image files into 8-bit RGB arrays, and resizing them.
+
+OpenCV decodes to BGR; the conversion to RGB happens here, once, and nowhere
+else. `cv2.IMREAD_COLOR` also folds every other layout into 8-bit, 3-channel
+colour: grey (copied into three channels), alpha (dropped, as PIL's
+convert("RGB") does), palettes, CMYK JPEGs and 16-bit PNGs (scaled to 8 bits),
+and it applies the EXIF orientation.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# Why a file was skipped; these strings appear in build summaries.
+EMPTY_FILE = "empty file"
+UNDECODABLE = "not a decodable image (corrupt, truncated or not an image)"
+UNREADABLE = "unreadable file"
+
+
+class BadImage(Exception):
+    """An image file that cannot be used; `reason` is one of the constants above."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}{': ' + detail if detail else ''}")
+        self.reason = reason
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode encoded image bytes into a uint8 RGB array (H, W, 3)."""
+    if not data:
+        raise BadImage(EMPTY_FILE)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise BadImage(UNDECODABLE)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image_file(path: str | Path) -> tuple[bytes, np.ndarray]:
+    """The file's bytes and its decoded RGB image; BadImage when it cannot be used."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise BadImage(UNREADABLE, str(error)) from None
+    return data, decode_image(data)
+
+
+def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
+    """Scale so that the shorter side is `size` pixels, keeping the aspect ratio."""
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    new_height = max(size, round(height * scale))
+    new_width = max(size, round(width * scale))
+    if (new_height, new_width) == (height, width):
+        return image
+    # Area averaging when shrinking avoids aliasing; bilinear when enlarging.
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+
+
+def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The central height x width window of an image at least that large."""
+    top = (image.shape[0] - height) // 2
+    left = (image.shape[1] - width) // 2
+    return image[top : top + height, left : left + width]
+
+
+def resize_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to `size`, then the central size x size square (the papers' test view)."""
+    return center_crop(resize_shorter_side(image, size), size, size)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """Encode an RGB image as JPEG bytes."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return encoded.tobytes()
+
+
+def is_jpeg(data: bytes) -> bool:
+    """Whether bytes start with the JPEG start-of-image marker."""
+    return data[:3] == b"\xff\xd8\xff"
