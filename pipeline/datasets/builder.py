@@ -9,10 +9,9 @@ copied into every split.
 """
 
 import dataclasses
-import functools
 import json
-import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,21 +19,19 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.datasets.hdf5_format import SplitWriter, split_path, write_mean_json
-from pipeline.datasets.images import (
-    BadImage,
-    encode_jpeg,
-    is_jpeg,
-    read_image_file,
-    resize_and_center_crop,
+from pipeline.datasets.parallel_decode import (
+    WRITE_BATCH,
+    PreparedBatch,
+    decoder,
+    prepared_batches,
 )
 from pipeline.datasets.statistics import ImageStatistics, PixelMoments
 from pipeline.errors import UserError
 
 SPLIT_ORDER = ("train", "val", "test")
 SUMMARY_FILE = "build_summary.json"
-# Images per HDF5 append and per round of parallel decoding: bounds memory to a
-# few batches of decoded images, whatever the data set's size.
-WRITE_BATCH = 256
+STAGING_DIR = ".building"
+DEFAULT_IMAGE_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +79,9 @@ def write_in_memory_dataset(
         images, labels = splits[split]
         for start in range(0, len(images), WRITE_BATCH):
             batch_images = images[start : start + WRITE_BATCH]
-            moments = [PixelMoments.of(batch_images)]
-            yield batch_images, labels[start : start + WRITE_BATCH], moments, []
+            yield PreparedBatch(
+                batch_images, labels[start : start + WRITE_BATCH], PixelMoments.of(batch_images), []
+            )
 
     sizes = {split: len(labels) for split, (_, labels) in splits.items()}
     return _write_dataset(
@@ -96,6 +94,14 @@ def write_in_memory_dataset(
         source=source,
         overwrite=overwrite,
     )
+
+
+def default_image_size(image_size: int | None, encoding: str) -> int | None:
+    """The stored size: as asked; else 256 (the papers' ImageNet size) for raw splits, and the
+    original size for JPEG-encoded ones."""
+    if image_size is not None:
+        return image_size
+    return DEFAULT_IMAGE_SIZE if encoding == "raw" else None
 
 
 def write_file_dataset(
@@ -118,6 +124,8 @@ def write_file_dataset(
     seeded random order, so that a loader reading contiguous blocks still sees
     mixed classes. Unusable files are skipped and reported.
     """
+    if image_size is not None and image_size < 1:
+        raise UserError(f"the image size must be at least 1 pixel, got {image_size}")
     if encoding == "raw" and image_size is None:
         raise ValueError("raw splits need an image_size")
     workers = workers or os.cpu_count() or 1
@@ -125,74 +133,17 @@ def write_file_dataset(
     ordered = {
         split: [items[i] for i in rng.permutation(len(items))] for split, items in records.items()
     }
-    prepare = functools.partial(prepare_image, image_size=image_size, encoding=encoding)
-
-    def batches(split):
-        yield from _prepare_in_batches(ordered[split], prepare, workers, encoding)
-
-    image_shape = (image_size, image_size, 3) if encoding == "raw" else None
-    return _write_dataset(
-        output_dir,
-        {split: len(items) for split, items in ordered.items()},
-        batches,
-        image_shape=image_shape,
-        encoding=encoding,
-        class_names=class_names,
-        source=source,
-        overwrite=overwrite,
-    )
-
-
-def prepare_image(record: ImageRecord, *, image_size, encoding):
-    """Read one file into what the split stores: (payload, PixelMoments of its pixels).
-
-    Runs in the worker processes, so the statistics are computed in parallel
-    too; for JPEG payloads only the moments (a few numbers) travel back, not
-    the decoded image. A file that cannot be used yields (None, reason).
-    """
-    try:
-        data, image = read_image_file(record.path)
-    except BadImage as error:
-        return None, error.reason
-    if image_size is not None:
-        image = resize_and_center_crop(image, image_size)
-    if encoding == "raw":
-        return image, PixelMoments.of(image)
-    keep_original = image_size is None and is_jpeg(data)
-    return (data if keep_original else encode_jpeg(image)), PixelMoments.of(image)
-
-
-def _prepare_in_batches(records, prepare, workers, encoding) -> Iterator[tuple]:
-    """Yield (payloads, labels, moments, skipped) per batch of records, in record order."""
-    batches = [
-        records[start : start + WRITE_BATCH] for start in range(0, len(records), WRITE_BATCH)
-    ]
-    if workers <= 1:
-        for batch in batches:
-            yield _collect(batch, [prepare(record) for record in batch], encoding)
-        return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        # Double buffering: the workers decode batch k+1 while batch k is written.
-        pending = pool.map_async(prepare, batches[0], chunksize=8) if batches else None
-        for index, batch in enumerate(batches):
-            results = pending.get()
-            if index + 1 < len(batches):
-                pending = pool.map_async(prepare, batches[index + 1], chunksize=8)
-            yield _collect(batch, results, encoding)
-
-
-def _collect(batch, results, encoding):
-    payloads, labels, moments, skipped = [], [], [], []
-    for record, (payload, moments_or_reason) in zip(batch, results, strict=True):
-        if payload is None:
-            skipped.append((str(record.path), moments_or_reason))
-            continue
-        payloads.append(payload)
-        labels.append(record.label)
-        moments.append(moments_or_reason)
-    if encoding == "raw" and payloads:
-        payloads = np.stack(payloads)
-    return payloads, np.asarray(labels, dtype=np.int32), moments, skipped
+    with decoder(image_size=image_size, encoding=encoding, workers=workers) as (submit, slots):
+        return _write_dataset(
+            output_dir,
+            {split: len(items) for split, items in ordered.items()},
+            lambda split: prepared_batches(ordered[split], submit, slots),
+            image_shape=(image_size, image_size, 3) if encoding == "raw" else None,
+            encoding=encoding,
+            class_names=class_names,
+            source=source,
+            overwrite=overwrite,
+        )
 
 
 def _write_dataset(
@@ -209,20 +160,40 @@ def _write_dataset(
     if "train" not in sizes:
         raise ValueError("a data set needs a train split for its statistics")
     output_dir = prepare_output_dir(output_dir, overwrite)
-    statistics = ImageStatistics()
-    results = {}
-    for split in [name for name in SPLIT_ORDER if name in sizes]:
-        results[split] = _write_split(
-            output_dir, split, sizes[split], batches(split), statistics,
-            update_statistics=split == "train", image_shape=image_shape, encoding=encoding,
-            class_names=class_names, source=source,
-        )  # fmt: skip
-        if results[split].num_written == 0:
-            raise UserError(f"no usable image in the {split} split of {source}")
-    write_mean_json(output_dir, statistics.mean)
-    summary = _summary(output_dir, source, class_names, statistics, results)
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    # Every file is written into a hidden staging folder and moved into place
+    # only when all splits are complete: a build that dies half way leaves the
+    # previous data set as it was, never a new train.h5 beside an old test.h5.
+    staging = output_dir / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        statistics = ImageStatistics()
+        results = {}
+        for split in [name for name in SPLIT_ORDER if name in sizes]:
+            results[split] = _write_split(
+                staging, split, sizes[split], batches(split), statistics,
+                update_statistics=split == "train", image_shape=image_shape, encoding=encoding,
+                class_names=class_names, source=source,
+            )  # fmt: skip
+            if results[split].num_written == 0:
+                raise UserError(f"no usable image in the {split} split of {source}")
+        write_mean_json(staging, statistics.mean)
+        summary = _summary(output_dir, source, class_names, statistics, results)
+        (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        _move_into_place(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summary
+
+
+def _move_into_place(staging: Path, output_dir: Path) -> None:
+    """Replace the data set in output_dir by the staged one, dropping splits it no longer has."""
+    for split in SPLIT_ORDER:
+        stale = split_path(output_dir, split)
+        if not split_path(staging, split).exists():
+            stale.unlink(missing_ok=True)
+    for path in staging.iterdir():
+        os.replace(path, output_dir / path.name)
 
 
 def _write_split(
@@ -242,18 +213,17 @@ def _write_split(
         ) as writer,
         tqdm(total=total, desc=f"writing {split}", unit="img") as progress,
     ):
-        for payloads, labels, moments, skipped in batches:
-            result.skipped.extend(skipped)
-            progress.update(len(labels) + len(skipped))
-            if not len(labels):
+        for batch in batches:
+            result.skipped.extend(batch.skipped)
+            progress.update(len(batch.labels) + len(batch.skipped))
+            if not len(batch.labels):
                 continue
-            writer.add(payloads, labels)
+            writer.add(batch.payloads, batch.labels)
             if update_statistics:
-                statistics.add_moments(
-                    _sum_moments(moments),
-                    payloads.sum(axis=0, dtype=np.float64) if encoding == "raw" else None,
-                    num_images=len(labels),
-                )
+                image_sum = None
+                if encoding == "raw":
+                    image_sum = batch.payloads.sum(axis=0, dtype=np.float64)
+                statistics.add_moments(batch.moments, image_sum, num_images=len(batch.labels))
         result.num_written = writer.num_written
         if result.num_written:
             writer.finish(
@@ -263,13 +233,6 @@ def _write_split(
                 mean_image=statistics.mean_image,
             )
     return result
-
-
-def _sum_moments(moments: list[PixelMoments]) -> PixelMoments:
-    total = PixelMoments()
-    for item in moments:
-        total.add(item)
-    return total
 
 
 def _summary(output_dir, source, class_names, statistics, results) -> dict:

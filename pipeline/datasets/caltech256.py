@@ -10,7 +10,7 @@ kept JPEG-encoded for random-resized crops at training time.
 import re
 from pathlib import Path
 
-from pipeline.datasets.builder import ImageRecord, write_file_dataset
+from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
 from pipeline.datasets.image_folders import class_folders, files_under, require
 from pipeline.datasets.splitting import carve_splits
 from pipeline.errors import UserError
@@ -52,12 +52,18 @@ def build(
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     include_clutter: bool = False,
-    image_size: int | None = 256,
+    image_size: int | None = None,
     encoding: str = "raw",
     workers: int | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Build Caltech-256 into `output_dir`; returns the build summary."""
+    """Build Caltech-256 into `output_dir`; returns the build summary.
+
+    `image_size` defaults to 256 for raw splits; JPEG-encoded ones keep their
+    original size (and bytes) unless it is given. Only the files directly in
+    a class folder count (the official layout; a few real class folders hold
+    a sub-folder of extra copies).
+    """
     if source is None:
         raise UserError("pass --source with the 256_ObjectCategories folder")
     root = find_root(source)
@@ -65,14 +71,14 @@ def build(
     records = [
         ImageRecord(path, label)
         for label, (_name, folder) in enumerate(classes)
-        for path in files_under(folder)
+        for path in files_under(folder, recursive=False)
     ]
     return write_file_dataset(
         output_dir,
         carve_splits(records, val_fraction, test_fraction, seed),
         class_names=[name for name, _folder in classes],
         source=f"caltech256:{root}",
-        image_size=image_size,
+        image_size=default_image_size(image_size, encoding),
         encoding=encoding,
         workers=workers,
         seed=seed,

@@ -8,7 +8,7 @@ validation ground truth comes that way), or is carved from train by fraction.
 import csv
 from pathlib import Path
 
-from pipeline.datasets.builder import ImageRecord, write_file_dataset
+from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
 from pipeline.datasets.image_folders import class_folders, files_under, require
 from pipeline.datasets.splitting import carve_splits
 from pipeline.errors import UserError
@@ -76,13 +76,17 @@ def build(
     val_labels=None,
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
-    image_size: int | None = 256,
+    image_size: int | None = None,
     encoding: str = "raw",
     seed: int = 0,
     workers: int | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Build a class-folder tree into `output_dir`; returns the build summary."""
+    """Build a class-folder tree into `output_dir`; returns the build summary.
+
+    `image_size` defaults to 256 for raw splits; JPEG-encoded ones keep their
+    original size (and bytes) unless it is given.
+    """
     if source is None:
         raise UserError(f"pass --source with the train folder ({LAYOUT})")
     root = require(Path(source), LAYOUT)
@@ -99,13 +103,19 @@ def build(
             raise UserError("--val-labels needs --val-source, the folder of validation images")
         records["val"] = labelled_folder_records(Path(val_source), Path(val_labels), label_of)
     elif val_source is not None:
-        records["val"] = tree_records(require(Path(val_source), LAYOUT), label_of)
+        val_root = require(Path(val_source), LAYOUT)
+        if not class_folders(val_root):
+            raise UserError(
+                f"{val_root} has no class sub-folders; for a flat folder of images also pass "
+                f"--val-labels FILE ({LABELS_FORMAT})"
+            )
+        records["val"] = tree_records(val_root, label_of)
     return write_file_dataset(
         output_dir,
         records,
         class_names=class_names,
         source=f"folder:{root}",
-        image_size=image_size,
+        image_size=default_image_size(image_size, encoding),
         encoding=encoding,
         workers=workers,
         seed=seed,

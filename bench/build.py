@@ -1,0 +1,121 @@
+"""Building a folder of JPEGs into HDF5: serial against parallel, against the limits, one run.
+
+    .venv/bin/python bench/build.py [--small 4000] [--large 300] [--workers N]
+
+Measures, on generated class folders of 64x64 JPEGs (Tiny ImageNet-like) and
+of about 500x375 JPEGs (ImageNet-like, resized to 256 at build time):
+  serial build      write_file_dataset with one process;
+  parallel build    the same with --workers processes;
+  decode limit      the decode-and-resize work alone on the same workers (no
+                    writing, no statistics): what the build cannot beat;
+  machine scaling   a pure-Python compute task on 1 and on --workers processes:
+                    what parallelism can give on this machine at all.
+Targets: parallel build >= 90% of the decode limit's rate; its speed-up over
+serial >= 85% of the machine's scaling.
+"""
+
+import argparse
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.datasets.folder import build as build_folder
+from pipeline.datasets.images import read_image_file, resize_and_center_crop
+
+NUM_CLASSES = 10
+
+
+def write_jpegs(root: Path, count: int, height: int, width: int, seed: int) -> None:
+    """Smooth gradients plus noise: JPEGs that decode like photographs, not like flat colour."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0, 255, height)[:, None, None]
+    cols = np.linspace(0, 255, width)[None, :, None]
+    for index in range(count):
+        folder = root / f"class_{index % NUM_CLASSES:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = (rows * rng.random(3) + cols * rng.random(3)) / 2
+        noisy = base + rng.normal(0, 12, (height, width, 3))
+        image = np.clip(noisy, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{index:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def timed(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def decode_only(arguments):
+    path, size = arguments
+    _data, image = read_image_file(path)
+    resize_and_center_crop(image, size)
+
+
+def decode_limit(root: Path, size: int, workers: int) -> float:
+    paths = sorted(root.rglob("*.jpg"))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return timed(lambda: pool.map(decode_only, [(path, size) for path in paths], chunksize=8))
+
+
+def spin(iterations: int) -> int:
+    total = 0
+    for value in range(iterations):
+        total += value * value % 7
+    return total
+
+
+def machine_scaling(workers: int, iterations: int = 3_000_000) -> float:
+    """Throughput of `workers` processes over one, on pure-Python arithmetic."""
+    serial = timed(lambda: spin(iterations))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parallel = timed(lambda: pool.map(spin, [iterations] * workers))
+    return workers * serial / parallel
+
+
+def measure(name: str, root: Path, count: int, size: int, workers: int, scaling: float) -> None:
+    def build(processes):
+        output = Path(tempfile.mkdtemp(dir=root.parent))
+        return timed(
+            lambda: build_folder(
+                output, source=root, image_size=size, workers=processes, overwrite=True
+            )
+        )
+
+    serial = build(1)
+    parallel = build(workers)
+    limit = decode_limit(root, size, workers)
+    speedup = serial / parallel
+    print(f"\n{name}: {count} JPEGs -> {size}x{size}, {workers} workers")
+    print(f"  serial build     {count / serial:8.0f} images/s")
+    print(f"  parallel build   {count / parallel:8.0f} images/s")
+    print(f"  decode limit     {count / limit:8.0f} images/s (parallel decode and resize only)")
+    print(f"  parallel build / decode limit: {limit / parallel:.0%} (target >= 90%)")
+    print(
+        f"  speed-up over serial {speedup:.2f}x = {speedup / scaling:.0%} of the machine's "
+        f"{scaling:.2f}x (target >= 85%)"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", type=int, default=4000, help="64x64 JPEGs")
+    parser.add_argument("--large", type=int, default=300, help="500x375 JPEGs")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    scaling = machine_scaling(args.workers)
+    print(f"machine scaling on pure compute, {args.workers} processes: {scaling:.2f}x")
+    with tempfile.TemporaryDirectory() as scratch:
+        small, large = Path(scratch) / "small", Path(scratch) / "large"
+        write_jpegs(small, args.small, 64, 64, seed=0)
+        write_jpegs(large, args.large, 375, 500, seed=1)
+        measure("Tiny ImageNet-like", small, args.small, 64, args.workers, scaling)
+        measure("ImageNet-like", large, args.large, 256, args.workers, scaling)
+
+
+if __name__ == "__main__":
+    main()
