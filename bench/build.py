@@ -11,7 +11,7 @@ of about 500x375 JPEGs (ImageNet-like, resized to 256 at build time):
   machine scaling   a pure-Python compute task on 1 and on --workers processes:
                     what parallelism can give on this machine at all.
 Targets: parallel build >= 90% of the decode limit's rate; its speed-up over
-serial >= 85% of the machine's scaling.
+serial >= 85% of the machine's scaling. Each figure is the best of 3 runs.
 """
 
 import argparse
@@ -28,6 +28,7 @@ from pipeline.datasets.folder import build as build_folder
 from pipeline.datasets.images import read_image_file, resize_and_center_crop
 
 NUM_CLASSES = 10
+REPEATS = 3
 
 
 def write_jpegs(root: Path, count: int, height: int, width: int, seed: int) -> None:
@@ -57,9 +58,19 @@ def decode_only(arguments):
 
 
 def decode_limit(root: Path, size: int, workers: int) -> float:
-    paths = sorted(root.rglob("*.jpg"))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        return timed(lambda: pool.map(decode_only, [(path, size) for path in paths], chunksize=8))
+    """Seconds for a decode-only job: start a pool, decode and resize every file, discard."""
+    tasks = [(str(path), size) for path in sorted(root.rglob("*.jpg"))]
+
+    def run():
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.map(decode_only, tasks, chunksize=16)
+
+    return timed(run)
+
+
+def best_of(repeats: int, function) -> float:
+    """The fastest of a few runs: this machine's two cores are shared with other work."""
+    return min(function() for _ in range(repeats))
 
 
 def spin(iterations: int) -> int:
@@ -86,9 +97,9 @@ def measure(name: str, root: Path, count: int, size: int, workers: int, scaling:
             )
         )
 
-    serial = build(1)
-    parallel = build(workers)
-    limit = decode_limit(root, size, workers)
+    serial = best_of(REPEATS, lambda: build(1))
+    parallel = best_of(REPEATS, lambda: build(workers))
+    limit = best_of(REPEATS, lambda: decode_limit(root, size, workers))
     speedup = serial / parallel
     print(f"\n{name}: {count} JPEGs -> {size}x{size}, {workers} workers")
     print(f"  serial build     {count / serial:8.0f} images/s")
@@ -103,11 +114,11 @@ def measure(name: str, root: Path, count: int, size: int, workers: int, scaling:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", type=int, default=4000, help="64x64 JPEGs")
-    parser.add_argument("--large", type=int, default=300, help="500x375 JPEGs")
+    parser.add_argument("--small", type=int, default=5000, help="64x64 JPEGs")
+    parser.add_argument("--large", type=int, default=400, help="500x375 JPEGs")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    scaling = machine_scaling(args.workers)
+    scaling = best_of(REPEATS, lambda: 1 / machine_scaling(args.workers)) ** -1
     print(f"machine scaling on pure compute, {args.workers} processes: {scaling:.2f}x")
     with tempfile.TemporaryDirectory() as scratch:
         small, large = Path(scratch) / "small", Path(scratch) / "large"

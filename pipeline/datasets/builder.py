@@ -38,7 +38,7 @@ DEFAULT_IMAGE_SIZE = 256
 class ImageRecord:
     """One source image file and its class id."""
 
-    path: Path
+    path: str
     label: int
 
 
@@ -222,7 +222,8 @@ def _write_split(
             if update_statistics:
                 image_sum = None
                 if encoding == "raw":
-                    image_sum = batch.payloads.sum(axis=0, dtype=np.float64)
+                    # uint32 is exact for a batch and sums faster than float64.
+                    image_sum = batch.payloads.sum(axis=0, dtype=np.uint32)
                 statistics.add_moments(batch.moments, image_sum, num_images=len(batch.labels))
         result.num_written = writer.num_written
         if result.num_written:

@@ -6,6 +6,7 @@ validation ground truth comes that way), or is carved from train by fraction.
 """
 
 import csv
+import os
 from pathlib import Path
 
 from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
@@ -59,11 +60,12 @@ def labelled_folder_records(folder: Path, labels_file: Path, label_of) -> list[I
     class_of = read_label_file(labels_file)
     records = []
     for path in files_under(require(folder, "a folder of validation images")):
-        class_name = class_of.get(path.name, class_of.get(path.stem))
+        name = os.path.basename(path)
+        class_name = class_of.get(name, class_of.get(os.path.splitext(name)[0]))
         if class_name is None:
-            raise UserError(f"{labels_file} gives no class for {path.name}")
+            raise UserError(f"{labels_file} gives no class for {name}")
         if class_name not in label_of:
-            raise UserError(f"{labels_file}: class {class_name!r} of {path.name} is no train class")
+            raise UserError(f"{labels_file}: class {class_name!r} of {name} is no train class")
         records.append(ImageRecord(path, label_of[class_name]))
     return records
 

@@ -33,6 +33,16 @@ PARTIAL_SUFFIX = ".partial"
 TARGET_CHUNK_BYTES = 1 << 20
 
 
+def chunk_rows_for(image_shape) -> int:
+    """Images per chunk: about TARGET_CHUNK_BYTES, rounded down to a power of two.
+
+    A power of two divides the writers' batches of 256, so every append fills
+    whole chunks and HDF5 never reads a half-written chunk back to finish it.
+    """
+    rows = max(1, TARGET_CHUNK_BYTES // int(np.prod(image_shape)))
+    return 1 << (rows.bit_length() - 1)
+
+
 def split_path(dataset_dir: str | Path, split: str) -> Path:
     """The file of one split inside a dataset directory."""
     return Path(dataset_dir) / f"{split}.h5"
@@ -90,7 +100,7 @@ class SplitWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial_path, "w")
         if encoding == "raw":
-            chunk_rows = max(1, TARGET_CHUNK_BYTES // int(np.prod(self.image_shape)))
+            chunk_rows = chunk_rows_for(self.image_shape)
             self._images = self._file.create_dataset(
                 "images",
                 shape=(0, *self.image_shape),

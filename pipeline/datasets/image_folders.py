@@ -13,11 +13,12 @@ def require(path: Path, layout: str) -> Path:
     return path
 
 
-def files_under(folder: Path, recursive: bool = True) -> list[Path]:
+def files_under(folder: Path, recursive: bool = True) -> list[str]:
     """Every regular, non-hidden file in (and, if `recursive`, below) `folder`, sorted.
 
-    Sorted, so builds are reproducible; os.walk rather than Path.rglob, since
-    an ImageNet train folder holds 1.28 million files.
+    Sorted, so builds are reproducible. Plain strings from os.walk rather than
+    Path objects from Path.rglob: an ImageNet train folder holds 1.28 million
+    files, and each path is handed to a worker process.
     """
     found = []
     for directory, subdirectories, names in os.walk(folder):
@@ -25,7 +26,7 @@ def files_under(folder: Path, recursive: bool = True) -> list[Path]:
         found.extend(os.path.join(directory, name) for name in names if not name.startswith("."))
         if not recursive:
             break
-    return [Path(path) for path in sorted(found)]
+    return sorted(found)
 
 
 def class_folders(root: Path) -> list[Path]:

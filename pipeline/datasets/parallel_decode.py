@@ -1,11 +1,12 @@
 """Decoding image files on all cores into ordered batches, with bounded memory.
 
-Workers are forked processes. For raw splits they write each decoded image
-straight into a shared-memory slot and send back only its pixel moments (a
-4x4 matrix), because pickling every image through a pipe costs more than
-decoding a small JPEG. JPEG-encoded splits send back the bytes to store.
-A few batches are in flight at once, so the workers decode ahead while the
-main process writes, and memory holds only those batches.
+Workers are forked processes, each handed chunks of a few files. For raw
+splits they write every decoded image straight into a shared-memory slot and
+send back only the chunk's pixel moments (a short list of numbers), because
+pickling images through a pipe costs more than decoding small JPEGs.
+JPEG-encoded splits send back the bytes to store. A few batches are in
+flight at once, so the workers decode ahead while the main process writes,
+and memory holds only those batches.
 """
 
 import contextlib
@@ -29,8 +30,8 @@ from pipeline.datasets.statistics import PixelMoments
 # Images per batch handed to the writer; only affects speed and memory.
 WRITE_BATCH = 256
 BATCHES_IN_FLIGHT = 4
-# Tasks a worker takes at a time: fewer round trips than one by one.
-TASKS_PER_CHUNK = 16
+# Files per task sent to a worker: fewer round trips, one moments sum per chunk.
+FILES_PER_CHUNK = 16
 
 # What the forked workers need, set by the parent before it forks them
 # (fork shares it, including the shared-memory slots, without pickling).
@@ -47,30 +48,48 @@ class PreparedBatch:
     skipped: list[tuple[str, str]]  # (path, reason)
 
 
-def prepare(task):
-    """Decode one file: (None, moments, payload), or (reason, None, None) when unusable.
+def prepare_chunk(chunk):
+    """Decode a chunk of (slot, path) tasks: (reasons, moment values, payloads).
 
-    A raw image goes into its shared slot and the payload returned is None.
+    A reason is None for a usable file. Raw images go into their shared slots
+    (payloads is None); JPEG payloads come back in order, None for skipped
+    files. The moments travel as a plain list: cheaper to pickle than arrays.
     """
-    slot, path = task
-    image_size, encoding = _worker_state["image_size"], _worker_state["encoding"]
-    try:
-        data, image = read_image_file(path)
-    except BadImage as error:
-        return error.reason, None, None
-    if image_size:
-        image = resize_and_center_crop(image, image_size)
-    moments = PixelMoments.of(image)
-    if encoding == "raw":
-        _worker_state["slots"][slot] = image
-        return None, moments, None
-    keep_original = not image_size and is_jpeg(data)
-    return None, moments, data if keep_original else encode_jpeg(image)
+    image_size, encoding, slots = (
+        _worker_state[key] for key in ("image_size", "encoding", "slots")
+    )
+    reasons, payloads, moments, usable_slots = [], [], PixelMoments(), []
+    for slot, path in chunk:
+        try:
+            data, image = read_image_file(path)
+        except BadImage as error:
+            reasons.append(error.reason)
+            payloads.append(None)
+            continue
+        if image_size:
+            image = resize_and_center_crop(image, image_size)
+        reasons.append(None)
+        if encoding == "raw":
+            slots[slot] = image
+            usable_slots.append(slot)
+        else:
+            moments.add(PixelMoments.of(image))
+            keep_original = not image_size and is_jpeg(data)
+            payloads.append(data if keep_original else encode_jpeg(image))
+    if usable_slots:
+        # One pass over the chunk's images in their slots, not one per image.
+        first, last = usable_slots[0], usable_slots[-1]
+        contiguous = last - first + 1 == len(usable_slots)
+        moments = PixelMoments.of(slots[first : last + 1] if contiguous else slots[usable_slots])
+    return reasons, moments.values.tolist(), None if encoding == "raw" else payloads
 
 
 @contextlib.contextmanager
 def decoder(*, image_size: int | None, encoding: str, workers: int):
-    """A `submit(tasks) -> get_results` function backed by `workers` processes (1: in-process)."""
+    """Yield (submit, slots): submit(chunks) starts decoding and returns a get_results function.
+
+    With workers <= 1 everything runs in this process, with the same code.
+    """
     state = {"image_size": image_size, "encoding": encoding, "slots": None}
     if encoding == "raw":
         shape = (BATCHES_IN_FLIGHT * WRITE_BATCH, image_size, image_size, 3)
@@ -81,11 +100,14 @@ def decoder(*, image_size: int | None, encoding: str, workers: int):
     _worker_state.update(state)
     try:
         if workers <= 1:
-            yield (lambda tasks: lambda: [prepare(task) for task in tasks]), state["slots"]
+            yield (
+                (lambda chunks: lambda: [prepare_chunk(chunk) for chunk in chunks]),
+                state["slots"],
+            )
         else:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 yield (
-                    (lambda tasks: pool.map_async(prepare, tasks, chunksize=TASKS_PER_CHUNK).get),
+                    (lambda chunks: pool.map_async(prepare_chunk, chunks, chunksize=1).get),
                     state["slots"],
                 )
     finally:
@@ -98,8 +120,9 @@ def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
     for number, start in enumerate(range(0, len(records), WRITE_BATCH)):
         batch = records[start : start + WRITE_BATCH]
         first_slot = (number % BATCHES_IN_FLIGHT) * WRITE_BATCH
-        tasks = [(first_slot + index, str(record.path)) for index, record in enumerate(batch)]
-        in_flight.append((batch, first_slot, submit(tasks)))
+        tasks = [(first_slot + index, record.path) for index, record in enumerate(batch)]
+        chunks = [tasks[i : i + FILES_PER_CHUNK] for i in range(0, len(tasks), FILES_PER_CHUNK)]
+        in_flight.append((batch, first_slot, submit(chunks)))
         # The slots of the batch yielded here are reused only after the caller
         # has written it and asked for the next one.
         if len(in_flight) == BATCHES_IN_FLIGHT:
@@ -109,22 +132,25 @@ def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
 
 
 def _collect(batch, first_slot, get_results, slots) -> PreparedBatch:
-    results = get_results()
-    usable = [index for index, (reason, _, _) in enumerate(results) if reason is None]
-    moments = PixelMoments()
-    for index in usable:
-        moments.add(results[index][1])
-    if slots is not None:
-        payloads = slots[first_slot + np.asarray(usable, dtype=np.int64)]
+    chunk_results = get_results()
+    reasons = [reason for chunk_reasons, _, _ in chunk_results for reason in chunk_reasons]
+    usable = [index for index, reason in enumerate(reasons) if reason is None]
+    moments = PixelMoments(np.sum([values for _, values, _ in chunk_results], axis=0))
+    if slots is None:
+        payloads = [
+            payload for _, _, chunk in chunk_results for payload in chunk if payload is not None
+        ]
+    elif len(usable) == len(batch):
+        payloads = slots[first_slot : first_slot + len(batch)]
     else:
-        payloads = [results[index][2] for index in usable]
+        payloads = slots[first_slot + np.asarray(usable, dtype=np.int64)]
     return PreparedBatch(
         payloads=payloads,
         labels=np.asarray([batch[index].label for index in usable], dtype=np.int32),
         moments=moments,
         skipped=[
-            (str(record.path), reason)
-            for record, (reason, _, _) in zip(batch, results, strict=True)
+            (record.path, reason)
+            for record, reason in zip(batch, reasons, strict=True)
             if reason is not None
         ],
     )

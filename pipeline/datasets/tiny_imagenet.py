@@ -71,7 +71,7 @@ def val_records(root: Path, wnids: list[str]) -> list[ImageRecord]:
                 f"{annotations} line {number}: expected 'file<TAB>wnid<TAB>box' with a wnid "
                 f"from wnids.txt, got {line!r}"
             )
-        records.append(ImageRecord(root / "val" / "images" / fields[0], label_of[fields[1]]))
+        records.append(ImageRecord(str(root / "val" / "images" / fields[0]), label_of[fields[1]]))
     return records
 
 
