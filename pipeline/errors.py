@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 
 USER_ERROR_EXIT_CODE = 2
+# The shell's convention for a process ended by SIGINT (128 + 2).
+INTERRUPTED_EXIT_CODE = 130
 
 
 class UserError(Exception):
@@ -28,7 +30,9 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], int]:
-    """Wrap a script's main so a UserError prints 'error: ...' and exits with code 2."""
+    """Wrap a script's main: a UserError prints 'error: ...' and exits with code 2; ctrl+c
+    prints one line and exits with 130 (whatever was being written was cleaned up by the
+    code that writes it)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
@@ -37,6 +41,9 @@ def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] |
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return USER_ERROR_EXIT_CODE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return INTERRUPTED_EXIT_CODE
         return 0
 
     return wrapped
