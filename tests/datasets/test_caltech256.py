@@ -1,8 +1,8 @@
 """Caltech-256 builder, on a tiny `256_ObjectCategories` tree generated in tmp_path.
 
-Every image is a solid colour: red and green name its class, blue names the
-image within its class, so the stored pixels say which file a stored row came
-from (within a JPEG tolerance).
+Every image is a solid colour (the scheme of `solid_colour_images`): red and green name
+its class, blue names the image within its class, so the stored pixels say which file a
+stored row came from (within a JPEG tolerance).
 """
 
 import json
@@ -17,29 +17,22 @@ from pipeline.datasets import caltech256, parallel_decode
 from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
 from pipeline.datasets.images import EMPTY_FILE, UNDECODABLE
 from pipeline.errors import UserError
+from tests.datasets.solid_colour_images import (
+    JPEG_TOLERANCE,
+    colour,
+    identify,
+    identities,
+    one_line_error,
+    read,
+    solid,
+    write_jpeg,
+)
 
 CLASS_FOLDERS = ["001.ak47", "002.american-flag", "003.backpack"]
 CLASS_NAMES = ("ak47", "american-flag", "backpack")
 CLUTTER_FOLDER = "257.clutter"
 PER_CLASS = 5
 SIZE = 16
-# Solid-colour JPEGs come back within a few units (twice encoded: a little more).
-JPEG_TOLERANCE = 6
-
-
-def colour(label, index):
-    """RGB of image `index` of class `label`."""
-    return (40 * label + 20, 200 - 30 * label, 20 + 35 * index)
-
-
-def solid(rgb, height=SIZE, width=SIZE):
-    return np.full((height, width, 3), rgb, dtype=np.uint8)
-
-
-def write_jpeg(path, rgb_image):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = np.ascontiguousarray(rgb_image[..., ::-1])  # OpenCV writes BGR
-    assert cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
 def make_caltech(parent, *, clutter=True):
@@ -49,7 +42,7 @@ def make_caltech(parent, *, clutter=True):
     for label, folder in enumerate(folders):
         number = folder.split(".")[0]
         for index in range(PER_CLASS):
-            write_jpeg(root / folder / f"{number}_{index + 1:04d}.jpg", solid(colour(label, index)))
+            write_jpeg(root / folder / f"{number}_{index + 1:04d}.jpg", colour(label, index), SIZE)
     return root
 
 
@@ -63,39 +56,13 @@ def build(output, source, **options):
     return caltech256.build(output, source=source, **options)
 
 
-def read(dataset_dir, split):
-    with open_split(split_path(dataset_dir, split)) as handle:
-        return handle["images"][()], handle["labels"][()]
-
-
-def identify(image):
-    """(class, index) of a stored solid-colour image, checked against its expected colour."""
-    red, green, blue = image.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    label = round((red - 20) / 40)
-    index = round((blue - 20) / 35)
-    np.testing.assert_allclose(
-        (red, green, blue),
-        colour(label, index),
-        atol=JPEG_TOLERANCE,
-        err_msg="not a fixture colour",
-    )
-    return label, index
-
-
-def identities(images, labels):
-    """The (class, index) of each stored image; also checks each stored label matches its pixels."""
-    found = [identify(image) for image in images]
-    assert [label for label, _ in found] == labels.tolist()
-    return found
-
-
 def decode_rgb(row):
     return cv2.cvtColor(cv2.imdecode(row, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def test_class_ids_follow_folder_numbers_and_names_drop_the_number(tmp_path, source):
     (source / "extras").mkdir()  # not NNN.name: not a class
-    write_jpeg(source / "extras" / "x.jpg", solid((0, 0, 0)))
+    write_jpeg(source / "extras" / "x.jpg", (0, 0, 0), SIZE)
     summary = build(tmp_path / "out", source, val_fraction=0.2)
     assert summary["num_classes"] == 3
     for split in ("train", "val"):
@@ -213,7 +180,7 @@ def test_unusable_files_are_skipped_and_reported_and_the_build_goes_on(tmp_path,
     notes.write_text("downloaded from caltech.edu\n")
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     # A sub-folder (the real 056.dog has one): not part of the official layout, ignored.
-    write_jpeg(folder / "greg" / "001_0093.jpg", solid(colour(0, 5)))
+    write_jpeg(folder / "greg" / "001_0093.jpg", colour(0, 5), SIZE)
     summary = build(tmp_path / "out", source, val_fraction=0.2)
     good = 3 * PER_CLASS
     assert sum(summary["images_per_split"].values()) == good
@@ -260,8 +227,8 @@ def test_unusual_image_formats_become_8_bit_rgb_with_their_colours(tmp_path):
     by_label = dict(zip(labels.tolist(), images, strict=True))
     expected = {0: (200, 30, 100), 1: (77, 77, 77), 2: (50, 150, 100), 4: (10, 120, 230)}
     for label, rgb in expected.items():
-        np.testing.assert_array_equal(by_label[label], solid(rgb), err_msg=str(label))
-    np.testing.assert_allclose(by_label[3], solid((200, 30, 100)), atol=JPEG_TOLERANCE)
+        np.testing.assert_array_equal(by_label[label], solid(rgb, SIZE), err_msg=str(label))
+    np.testing.assert_allclose(by_label[3], solid((200, 30, 100), SIZE), atol=JPEG_TOLERANCE)
 
 
 @pytest.mark.parametrize("given", ["parent", "256_ObjectCategories"])
@@ -331,23 +298,17 @@ def test_command_line_builds_the_splits(tmp_path, source, capsys):
     assert read_split_info(split_path(output, "val")).num_samples == 8
 
 
-def test_command_line_refuses_an_image_size_of_zero(tmp_path, source, capsys):
-    argv = ["--dataset", "caltech256", "--source", str(source), "--output", str(tmp_path / "o")]
-    assert build_dataset.main([*argv, "--workers", "1", "--image-size", "0"]) == 2
-    assert "image" in one_line_error(capsys)
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
-
-
 def test_command_line_refuses_an_option_caltech256_does_not_take(tmp_path, source, capsys):
     argv = ["--dataset", "caltech256", "--source", str(source), "--output", str(tmp_path / "o")]
     assert build_dataset.main([*argv, "--val-size", "5"]) == 2
     assert "--val-size does not apply to caltech256" in one_line_error(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_command_line_refuses_an_image_size_of_zero(tmp_path, source, capsys):
+    argv = ["--dataset", "caltech256", "--source", str(source), "--output", str(tmp_path / "o")]
+    assert build_dataset.main([*argv, "--workers", "1", "--image-size", "0"]) == 2
+    assert "image" in one_line_error(capsys)
 
 
 def test_command_line_without_source_says_to_pass_it(tmp_path, capsys):

@@ -1,13 +1,13 @@
 """Class-folder tree builder (`root/<class>/*`), on tiny trees generated in tmp_path.
 
-Every image is a solid colour: red and green name its class (by the position
-of its folder in sorted order), blue names the image, so the stored pixels say
-which file a stored row came from. PNGs are exact; JPEGs within a tolerance.
+Every image is a solid colour (the scheme of `solid_colour_images`): red and green name
+its class (by the position of its folder in sorted order), blue names the image, so the
+stored pixels say which file a stored row came from. PNGs are exact; JPEGs within a
+tolerance.
 """
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,6 +16,14 @@ import build_dataset
 from pipeline.datasets import folder, parallel_decode
 from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
 from pipeline.errors import UserError
+from tests.datasets.solid_colour_images import (
+    colour,
+    identities,
+    one_line_error,
+    read,
+    write_jpeg,
+    write_png,
+)
 
 # Created in this order; class ids follow the sorted folder names.
 CLASSES_ON_DISK = ["n01751748", "n01440764", "n01443537"]
@@ -23,17 +31,6 @@ CLASS_NAMES = tuple(sorted(CLASSES_ON_DISK))
 TRAIN_PER_CLASS = 4
 VAL_PER_CLASS = 2
 SIZE = 8
-JPEG_TOLERANCE = 6
-
-
-def colour(label, index):
-    """RGB of image `index` of class `label`."""
-    return (40 * label + 20, 200 - 30 * label, 20 + 35 * index)
-
-
-def write_png(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (SIZE, SIZE), rgb).save(path)  # PIL takes RGB
 
 
 def make_tree(root, per_class, first_index=0):
@@ -41,7 +38,7 @@ def make_tree(root, per_class, first_index=0):
     for name in CLASSES_ON_DISK:
         label = CLASS_NAMES.index(name)
         for index in range(first_index, first_index + per_class):
-            write_png(root / name / f"{name}_{index}.png", colour(label, index))
+            write_png(root / name / f"{name}_{index}.png", colour(label, index), SIZE)
     return root
 
 
@@ -71,8 +68,7 @@ def make_flat_val(tmp_path, label_format):
         rows = ["ImageId,PredictionString"]
         for number, name in enumerate(classes):
             stem = f"ILSVRC2012_val_{number + 1:08d}"
-            bgr = np.full((SIZE, SIZE, 3), val_colour(number, name)[::-1], dtype=np.uint8)
-            assert cv2.imwrite(str(images / f"{stem}.JPEG"), bgr)
+            write_jpeg(images / f"{stem}.JPEG", val_colour(number, name), SIZE)
             rows.append(f"{stem},{name} 48 4 500 375 {name} 10 12 60 70")
         labels = tmp_path / "LOC_val_solution.csv"
         labels.write_text("\n".join([rows[0], *reversed(rows[1:])]) + "\n")
@@ -80,7 +76,7 @@ def make_flat_val(tmp_path, label_format):
     separator, suffix = {"csv": (",", ".csv"), "whitespace": (" ", ".txt")}[label_format]
     lines = []
     for number, name in enumerate(classes):
-        write_png(images / f"img_{number}.png", val_colour(number, name))
+        write_png(images / f"img_{number}.png", val_colour(number, name), SIZE)
         lines.append(f"img_{number}.png{separator}{name}")
     labels = tmp_path / f"labels{suffix}"
     labels.write_text("\n".join(reversed(lines)) + "\n")
@@ -95,32 +91,6 @@ def train_root(tmp_path):
 def build(output, source, **options):
     options = {"image_size": SIZE, "workers": 1, **options}
     return folder.build(output, source=source, **options)
-
-
-def read(dataset_dir, split):
-    with open_split(split_path(dataset_dir, split)) as handle:
-        return handle["images"][()], handle["labels"][()]
-
-
-def identify(image):
-    """(class, index) of a stored solid-colour image, checked against its expected colour."""
-    red, green, blue = image.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    label = round((red - 20) / 40)
-    index = round((blue - 20) / 35)
-    np.testing.assert_allclose(
-        (red, green, blue),
-        colour(label, index),
-        atol=JPEG_TOLERANCE,
-        err_msg="not a fixture colour",
-    )
-    return label, index
-
-
-def identities(images, labels):
-    """The (class, index) of each stored image; also checks each stored label matches its pixels."""
-    found = [identify(image) for image in images]
-    assert [label for label, _ in found] == labels.tolist()
-    return found
 
 
 def test_labels_and_class_names_follow_the_sorted_folder_names(tmp_path, train_root):
@@ -154,7 +124,7 @@ def test_validation_from_a_flat_folder_and_a_label_file(tmp_path, train_root, la
 
 def test_a_val_folder_naming_an_unknown_class_is_a_user_error(tmp_path, train_root):
     val_root = make_tree(tmp_path / "val", 1)
-    write_png(val_root / "n99999999" / "x.png", (0, 0, 0))
+    write_png(val_root / "n99999999" / "x.png", (0, 0, 0), SIZE)
     with pytest.raises(UserError, match="n99999999"):
         build(tmp_path / "out", train_root, val_source=val_root)
     assert not list(tmp_path.glob("out/*.h5"))
@@ -267,12 +237,6 @@ def test_command_line_builds_train_and_labelled_val(tmp_path, train_root, capsys
     assert read_split_info(split_path(output, "train")).num_samples == 12
     assert sorted(identities(*read(output, "val"))) == expected_val_identities()
     assert json.loads((output / "build_summary.json").read_text())["num_classes"] == 3
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
 
 
 def test_command_line_refuses_an_option_folder_does_not_take(tmp_path, train_root, capsys):

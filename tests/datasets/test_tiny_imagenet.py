@@ -1,8 +1,9 @@
 """Tiny ImageNet builder, on a tiny `tiny-imagenet-200` tree generated in tmp_path.
 
-Every image is a solid colour: red and green name its class (by the position
-of its wnid in sorted order), blue names the image within its class, so the
-stored pixels say which file a stored row came from (within a JPEG tolerance).
+Every image is a solid colour (the scheme of `solid_colour_images`): red and green name
+its class (by the position of its wnid in sorted order), blue names the image within its
+class, so the stored pixels say which file a stored row came from (within a JPEG
+tolerance).
 """
 
 import json
@@ -14,8 +15,16 @@ import pytest
 
 import build_dataset
 from pipeline.datasets import tiny_imagenet
-from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
+from pipeline.datasets.hdf5_format import read_split_info, split_path
 from pipeline.errors import UserError
+from tests.datasets.solid_colour_images import (
+    JPEG_TOLERANCE,
+    colour,
+    identities,
+    one_line_error,
+    read,
+    write_jpeg,
+)
 
 # wnids.txt lists them in this (unsorted) order; class ids follow the sorted order.
 WNIDS_IN_FILE = ["n09256479", "n01443537", "n02085620"]
@@ -33,19 +42,6 @@ VAL_PER_CLASS = 2
 # Blue of the validation images: no train image has it.
 VAL_INDEX = TRAIN_PER_CLASS
 SIZE = 16
-# Solid-colour JPEGs come back within a few units.
-JPEG_TOLERANCE = 6
-
-
-def colour(label, index):
-    """RGB of image `index` of class `label` (label = position of the wnid in sorted order)."""
-    return (40 * label + 20, 200 - 30 * label, 20 + 35 * index)
-
-
-def write_jpeg(path, rgb):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = np.full((SIZE, SIZE, 3), rgb[::-1], dtype=np.uint8)  # OpenCV writes BGR
-    assert cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
 
 
 def make_tiny_imagenet(parent):
@@ -59,21 +55,19 @@ def make_tiny_imagenet(parent):
         boxes = []
         for index in range(TRAIN_PER_CLASS):
             name = f"{wnid}_{index}.JPEG"
-            write_jpeg(root / "train" / wnid / "images" / name, colour(label, index))
+            write_jpeg(root / "train" / wnid / "images" / name, colour(label, index), SIZE)
             boxes.append(f"{name}\t0\t0\t{SIZE - 1}\t{SIZE - 1}")
         (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("\n".join(boxes) + "\n")
     annotations = []
     for number in range(VAL_PER_CLASS * len(WNIDS_IN_FILE)):
         wnid = WNIDS_IN_FILE[number % len(WNIDS_IN_FILE)]
-        write_jpeg(
-            root / "val" / "images" / f"val_{number}.JPEG",
-            colour(SORTED_WNIDS.index(wnid), VAL_INDEX),
-        )
+        rgb = colour(SORTED_WNIDS.index(wnid), VAL_INDEX)
+        write_jpeg(root / "val" / "images" / f"val_{number}.JPEG", rgb, SIZE)
         annotations.append(f"val_{number}.JPEG\t{wnid}\t1\t2\t{SIZE - 2}\t{SIZE - 3}")
     (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
     for number in range(3):
         # Unlabelled official test images: never part of any split.
-        write_jpeg(root / "test" / "images" / f"test_{number}.JPEG", (255, 255, 255))
+        write_jpeg(root / "test" / "images" / f"test_{number}.JPEG", (255, 255, 255), SIZE)
     return root
 
 
@@ -85,32 +79,6 @@ def source(tmp_path):
 def build(output, source, **options):
     options = {"test_per_class": 2, "image_size": SIZE, "workers": 1, **options}
     return tiny_imagenet.build(output, source=source, **options)
-
-
-def read(dataset_dir, split):
-    with open_split(split_path(dataset_dir, split)) as handle:
-        return handle["images"][()], handle["labels"][()]
-
-
-def identify(image):
-    """(class, index) of a stored solid-colour image, checked against its expected colour."""
-    red, green, blue = image.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    label = round((red - 20) / 40)
-    index = round((blue - 20) / 35)
-    np.testing.assert_allclose(
-        (red, green, blue),
-        colour(label, index),
-        atol=JPEG_TOLERANCE,
-        err_msg="not a fixture colour",
-    )
-    return label, index
-
-
-def identities(images, labels):
-    """The (class, index) of each stored image; also checks each stored label matches its pixels."""
-    found = [identify(image) for image in images]
-    assert [label for label, _ in found] == labels.tolist()
-    return found
 
 
 def test_class_ids_follow_sorted_wnids_and_names_come_from_words_txt(tmp_path, source):
@@ -252,12 +220,6 @@ def test_command_line_builds_all_splits(tmp_path, source, capsys):
     summary = json.loads((output / "build_summary.json").read_text())
     assert summary["images_per_split"] == sizes
     assert set(json.loads((output / "mean.json").read_text())) == {"R", "G", "B"}
-
-
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    return err
 
 
 def test_command_line_refuses_an_option_tiny_imagenet_does_not_take(tmp_path, source, capsys):
