@@ -36,6 +36,15 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    # Train-time augmentations, in order: [{name = "pad_crop", pad = 4}, {name = "flip"}]
+    # (pipeline/io/augment.py lists them and their options).
+    augment: tuple[dict, ...] = ()
+    # "auto", "memory" or "disk" (out of core, for splits larger than RAM).
+    storage: str = "auto"
+    # Out of core: samples mixed within one shuffle window (0: about 256 MiB of images).
+    shuffle_buffer: int = 0
+    # Loader threads (Keras PyDataset workers); 1 loads in the training thread.
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -132,19 +132,25 @@ def _metrics(num_classes: int) -> list:
 
 def _open_data(config: ExperimentConfig):
     data = config.data
-    image_size = data.image_size or None
+    loading = dict(
+        image_size=data.image_size or None,
+        storage=data.storage,
+        shuffle_buffer=data.shuffle_buffer or None,
+        workers=data.workers,
+    )
     train_data = HDF5DatasetGenerator(
         split_path(data.dataset_dir, data.train_split),
         config.training.batch_size,
         shuffle=True,
+        augment=data.augment,
         seed=config.training.seed,
-        image_size=image_size,
+        **loading,
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
     if val_path.exists():
         val_batch = min(config.training.batch_size, read_split_info(val_path).num_samples)
-        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, image_size=image_size)
+        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
     return train_data, val_data
 
 

@@ -62,6 +62,8 @@ class SplitInfo:
     std: tuple[float, float, float]
     source: str
     encoding: str = "raw"
+    # 3x3 RGB covariance of the train split, when the builder stored it.
+    covariance: tuple[tuple[float, ...], ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -230,7 +232,12 @@ def read_split_info(path: str | Path) -> SplitInfo:
             std=tuple(float(value) for value in handle.attrs["std"]),
             source=str(handle.attrs["source"]),
             encoding=encoding,
+            covariance=_as_nested_tuple(handle.attrs.get("covariance")),
         )
+
+
+def _as_nested_tuple(matrix):
+    return None if matrix is None else tuple(tuple(float(v) for v in row) for row in matrix)
 
 
 def write_mean_json(dataset_dir: str | Path, mean) -> Path:

@@ -1,26 +1,49 @@
-"""HDF5DatasetGenerator: batches of one HDF5 split as a keras.utils.PyDataset."""
+"""HDF5DatasetGenerator: shuffled, augmented batches of one HDF5 split (a keras PyDataset)."""
 
 import math
 
 import keras
 import numpy as np
 
-from pipeline.datasets.hdf5_format import open_split, read_split_info
+from pipeline.datasets.hdf5_format import read_split_info
 from pipeline.datasets.images import decode_image, resize_and_center_crop
 from pipeline.errors import UserError
+from pipeline.io.augment import Augmenter, CenterCrop, build_augmenter
+from pipeline.io.storage import (
+    IN_MEMORY_SHARE_OF_RAM,
+    InMemoryStorage,
+    OutOfCoreStorage,
+    physical_memory_bytes,
+    stored_image_bytes,
+)
+
+STORAGE_MODES = ("auto", "memory", "disk")
+# Out-of-core shuffling mixes samples within windows of about this many bytes.
+DEFAULT_SHUFFLE_BUFFER_BYTES = 256 << 20
+# Tags that keep the random streams of ordering and augmentation apart.
+_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
 
 
 class HDF5DatasetGenerator(keras.utils.PyDataset):
-    """Serves every sample of a split exactly once per epoch, the last partial batch included.
+    """Serves every sample of a split (or of this worker's shard) once per epoch.
 
-    With `shuffle`, the order of epoch e is a permutation drawn from (seed, e), so
-    it differs between epochs yet is the same in every run and after a resume.
-    The training loop tells the generator which epoch it is in (`set_epoch`,
-    done by `pipeline.callbacks.LoaderEpochSync`), because Keras calls
-    `on_epoch_end` more often than once per epoch. Batches are uint8 RGB images
-    and int32 labels; normalisation happens inside the model. JPEG-encoded
-    splits are decoded on the fly and brought to `image_size` x `image_size`
-    (shorter side scaled, centre crop).
+    - Order: with `shuffle`, epoch e's order is drawn from (seed, e): different
+      every epoch, identical in every run and after a resume. The training loop
+      sets the epoch (`set_epoch`, done by `pipeline.callbacks.LoaderEpochSync`),
+      since Keras calls `on_epoch_end` more than once per epoch.
+    - Position: `set_epoch(e, start_batch=b)` serves the rest of epoch e from
+      batch b on, exactly the batches an uninterrupted run would have served,
+      augmented identically (augmentation draws come from (seed, e, batch)).
+    - Storage: `memory` reads the split once; `disk` reads blocks of whole
+      chunks on demand and shuffles whole blocks, then samples within a window
+      of `shuffle_buffer` samples, so memory stays bounded; `auto` picks memory
+      when the images take at most a quarter of RAM.
+    - Sharding: worker `shard_index` of `num_shards` gets a disjoint,
+      contiguous part of every epoch's order (the parts cover the epoch).
+    - Batches: uint8 RGB images and int32 labels; normalisation is in the
+      model. JPEG-encoded splits are decoded here; `image_size` is the size
+      the model eats (JPEG images are scaled and centre-cropped to it unless
+      the augmentation does the sizing; larger raw images are centre-cropped).
     """
 
     def __init__(
@@ -29,37 +52,60 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         batch_size: int,
         *,
         shuffle: bool = True,
+        augment=None,
         seed: int = 0,
         image_size: int | None = None,
+        storage: str = "auto",
+        shuffle_buffer: int | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
         **pydataset_options,
     ) -> None:
         super().__init__(**pydataset_options)
         self.info = read_split_info(db_path)
-        if self.info.encoding == "jpeg" and not image_size:
-            raise UserError(
-                f"{db_path} holds JPEG-encoded images of varying size; set the size to "
-                f"decode them to (data.image_size in the config)"
-            )
-        self.image_size = image_size if self.info.encoding == "jpeg" else None
-        if not 1 <= batch_size <= self.info.num_samples:
-            raise UserError(
-                f"batch_size must be between 1 and the {self.info.num_samples} samples of "
-                f"{db_path}, got {batch_size}"
-            )
         self.db_path = db_path
-        self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.shard_index, self.num_shards = _check_shard(shard_index, num_shards)
+        self.num_samples = len(
+            np.array_split(np.arange(self.info.num_samples), num_shards)[shard_index]
+        )
+        if not 1 <= batch_size <= self.num_samples:
+            raise UserError(
+                f"batch_size must be between 1 and the {self.num_samples} samples of "
+                f"{db_path}{' in this shard' if num_shards > 1 else ''}, got {batch_size}"
+            )
+        self.batch_size = batch_size
+        self.image_size = _check_image_size(self.info, image_size, db_path)
+        self.augmenter = (
+            augment
+            if isinstance(augment, Augmenter)
+            else build_augmenter(augment or (), covariance=self.info.covariance)
+        )
+        self.storage = self._open_storage(storage, shuffle_buffer)
         self.epoch = 0
-        self._images = None
-        self._labels = None
+        self.start_batch = 0
         # (epoch, order) swapped as one object, so threaded workers never see
         # the order of one epoch paired with the number of another.
         self._cached_order = (None, None)
 
+    # -- position -------------------------------------------------------------
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Serve epoch `epoch` (0-based) from its batch `start_batch` on."""
+        if not 0 <= start_batch < self.batches_per_epoch:
+            raise ValueError(
+                f"start_batch must be in [0, {self.batches_per_epoch}), got {start_batch}"
+            )
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
     @property
-    def num_samples(self) -> int:
-        return self.info.num_samples
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch (all of them unless resumed mid-epoch)."""
+        return self.batches_per_epoch - self.start_batch
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -68,51 +114,125 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             return (self.image_size, self.image_size, 3)
         return self.info.image_shape
 
-    def __len__(self) -> int:
-        return math.ceil(self.info.num_samples / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the sample order of `epoch` (0-based) for the batches served next."""
-        self.epoch = int(epoch)
+    # -- batches ----------------------------------------------------------------
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The sample indices of `epoch`, in the order they are served."""
+        """The sample indices this shard serves in `epoch`, in order."""
+        total = self.info.num_samples
         if not self.shuffle:
-            return np.arange(self.info.num_samples)
-        rng = np.random.default_rng([self.seed, epoch])
-        return rng.permutation(self.info.num_samples)
+            order = np.arange(total)
+        else:
+            rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
+            if isinstance(self.storage, OutOfCoreStorage):
+                order = windowed_block_order(
+                    total, self.storage.block_rows, self.window_blocks, rng
+                )
+            else:
+                order = rng.permutation(total)
+        return np.array_split(order, self.num_shards)[self.shard_index]
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        self._load()
-        epoch = self.epoch
+        epoch, batch = self.epoch, self.start_batch + index
         cached_epoch, order = self._cached_order
         if cached_epoch != epoch:
             order = self.epoch_order(epoch)
             self._cached_order = (epoch, order)
-        indices = order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self._batch_images(indices), self._labels[indices]
+        indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        return self.load_batch(indices, self._augment_rng(epoch, batch)), self.storage.labels[
+            indices
+        ]
 
-    def _batch_images(self, indices: np.ndarray) -> np.ndarray:
-        if self.image_size is None:
-            return self._images[indices]
-        return np.stack(
-            [
-                resize_and_center_crop(decode_image(self._images[index].tobytes()), self.image_size)
-                for index in indices
-            ]
-        )
+    def load_batch(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The images of `indices`, decoded, sized and augmented."""
+        # Sorted reads are sequential for the disk storage; the order is restored after.
+        sorted_positions = np.argsort(indices, kind="stable")
+        stored = self.storage.read(indices[sorted_positions])
+        restore = np.empty_like(sorted_positions)
+        restore[sorted_positions] = np.arange(len(indices))
+        stored = stored[restore]
+        if self.info.encoding == "jpeg":
+            decoded = [decode_image(row.tobytes()) for row in stored]
+            if self.augmenter.sizes_images:
+                return self.augmenter(decoded, rng)
+            images = np.stack([resize_and_center_crop(image, self.image_size) for image in decoded])
+        else:
+            images = stored
+        images = self.augmenter(images, rng) if self.augmenter.steps else images
+        if self.image_size and max(images.shape[1:3]) > self.image_size:
+            images = np.ascontiguousarray(CenterCrop(self.image_size)(images))
+        return images
 
     def labels(self) -> np.ndarray:
         """All labels of the split in file order."""
-        self._load()
-        return self._labels
+        return self.storage.labels
 
-    def _load(self) -> None:
-        # Loaded on first use, so that a generator handed to another process
-        # reads the file there rather than pickling the arrays across.
-        if self._images is None:
-            with open_split(self.db_path) as handle:
-                self._labels = handle["labels"][()]
-                self._images = handle["images"][()]
+    def _augment_rng(self, epoch: int, batch: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, batch, self.shard_index])
+
+    # -- storage ----------------------------------------------------------------
+
+    def _open_storage(self, mode: str, shuffle_buffer: int | None):
+        if mode not in STORAGE_MODES:
+            raise UserError(f"storage must be one of {STORAGE_MODES}, got {mode!r}")
+        if mode == "auto":
+            fits = (
+                stored_image_bytes(self.db_path) <= IN_MEMORY_SHARE_OF_RAM * physical_memory_bytes()
+            )
+            mode = "memory" if fits else "disk"
+        if mode == "memory":
+            self.window_blocks = None
+            return InMemoryStorage(self.db_path)
+        bytes_per_image = (
+            int(np.prod(self.info.image_shape))
+            if self.info.image_shape
+            else max(1, stored_image_bytes(self.db_path) // self.info.num_samples)
+        )
+        buffer = shuffle_buffer or max(1, DEFAULT_SHUFFLE_BUFFER_BYTES // bytes_per_image)
+        probe = OutOfCoreStorage(self.db_path, image_shape=self.info.image_shape, cache_blocks=1)
+        self.window_blocks = max(1, buffer // probe.block_rows)
+        # Two windows cached: a batch may straddle two, and threads work on neighbours.
+        probe.cache_blocks = 2 * self.window_blocks
+        return probe
+
+
+def windowed_block_order(num_samples, block_rows, window_blocks, rng) -> np.ndarray:
+    """A permutation of all samples that reads well from disk.
+
+    Blocks of `block_rows` consecutive samples are shuffled; then the samples
+    of each run of `window_blocks` shuffled blocks are shuffled among
+    themselves. A batch thus touches at most two windows' blocks.
+    """
+    num_blocks = math.ceil(num_samples / block_rows)
+    blocks = rng.permutation(num_blocks)
+    pieces = []
+    for start in range(0, num_blocks, window_blocks):
+        members = np.concatenate(
+            [
+                np.arange(block * block_rows, min(num_samples, (block + 1) * block_rows))
+                for block in blocks[start : start + window_blocks]
+            ]
+        )
+        pieces.append(rng.permutation(members))
+    return np.concatenate(pieces)
+
+
+def _check_shard(shard_index: int, num_shards: int) -> tuple[int, int]:
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise UserError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
+    return shard_index, num_shards
+
+
+def _check_image_size(info, image_size, db_path):
+    if info.encoding == "jpeg" and not image_size:
+        raise UserError(
+            f"{db_path} holds JPEG-encoded images of varying size; set the size to "
+            f"decode them to (data.image_size in the config)"
+        )
+    if image_size and info.image_shape and min(info.image_shape[:2]) < image_size:
+        raise UserError(
+            f"data.image_size {image_size} is larger than the stored images "
+            f"{info.image_shape[:2]} of {db_path}"
+        )
+    return image_size or None
