@@ -140,18 +140,14 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             order = self.epoch_order(epoch)
             self._cached_order = (epoch, order)
         indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-        return self.load_batch(indices, self._augment_rng(epoch, batch)), self.storage.labels[
-            indices
-        ]
+        return self.load_batch(indices, epoch, batch), self.storage.labels[indices]
 
-    def load_batch(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The images of `indices`, decoded, sized and augmented."""
-        # Sorted reads are sequential for the disk storage; the order is restored after.
-        sorted_positions = np.argsort(indices, kind="stable")
-        stored = self.storage.read(indices[sorted_positions])
-        restore = np.empty_like(sorted_positions)
-        restore[sorted_positions] = np.arange(len(indices))
-        stored = stored[restore]
+    def load_batch(self, indices: np.ndarray, epoch: int, batch: int) -> np.ndarray:
+        """The images of `indices`, decoded, sized and augmented as batch `batch` of `epoch`."""
+        # Augmentation draws depend only on (seed, epoch, batch, shard): a resumed run
+        # or another worker count augments every batch identically.
+        rng = self._augment_rng(epoch, batch) if self.augmenter.steps else None
+        stored = self.storage.read(indices)
         if self.info.encoding == "jpeg":
             decoded = [decode_image(row.tobytes()) for row in stored]
             if self.augmenter.sizes_images:
@@ -190,11 +186,16 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             else max(1, stored_image_bytes(self.db_path) // self.info.num_samples)
         )
         buffer = shuffle_buffer or max(1, DEFAULT_SHUFFLE_BUFFER_BYTES // bytes_per_image)
-        probe = OutOfCoreStorage(self.db_path, image_shape=self.info.image_shape, cache_blocks=1)
-        self.window_blocks = max(1, buffer // probe.block_rows)
-        # Two windows cached: a batch may straddle two, and threads work on neighbours.
-        probe.cache_blocks = 2 * self.window_blocks
-        return probe
+        block_rows = OutOfCoreStorage.rows_per_block(self.info.image_shape)
+        self.window_blocks = max(1, buffer // block_rows)
+        # Enough blocks for every window a batch can span, plus one window for the
+        # threads that work on the neighbouring batches.
+        windows_per_batch = math.ceil(self.batch_size / (self.window_blocks * block_rows)) + 1
+        return OutOfCoreStorage(
+            self.db_path,
+            image_shape=self.info.image_shape,
+            cache_blocks=(windows_per_batch + 1) * self.window_blocks,
+        )
 
 
 def windowed_block_order(num_samples, block_rows, window_blocks, rng) -> np.ndarray:

@@ -83,48 +83,89 @@ class InMemoryStorage:
 
 
 class OutOfCoreStorage:
-    """Blocks of whole chunks read on demand, the most recent `cache_blocks` kept in memory."""
+    """Blocks of whole chunks read on demand, the most recent `cache_blocks` kept in memory.
+
+    Raw blocks are read straight into buffers allocated once and reused: a
+    fresh 8 MiB array per block would cost more in page faults than the read.
+    """
 
     def __init__(self, path, *, image_shape, cache_blocks: int) -> None:
         self._file = _LazyFile(path)
-        if image_shape is None:
-            # JPEG rows: chunks of 256 encoded images (see hdf5_format).
-            self.block_rows = 256 * 8
-        else:
-            chunk = chunk_rows_for(image_shape)
-            chunks_per_block = max(1, TARGET_BLOCK_BYTES // (chunk * int(np.prod(image_shape))))
-            self.block_rows = chunk * chunks_per_block
+        self.image_shape = image_shape
+        self.block_rows = self.rows_per_block(image_shape)
         self.cache_blocks = max(1, cache_blocks)
-        self._cache = OrderedDict()
         with open_split(path) as handle:
             self.labels = handle["labels"][()]
+        self._reset_cache()
+
+    @staticmethod
+    def rows_per_block(image_shape) -> int:
+        """Whole chunks adding up to about TARGET_BLOCK_BYTES."""
+        if image_shape is None:
+            # JPEG rows: chunks of 256 encoded images (see hdf5_format).
+            return 256 * 8
+        chunk = chunk_rows_for(image_shape)
+        return chunk * max(1, TARGET_BLOCK_BYTES // (chunk * int(np.prod(image_shape))))
+
+    def _reset_cache(self) -> None:
+        self._cache = OrderedDict()  # block -> rows (a view of a buffer, or JPEG rows)
+        self._buffers = None  # (cache_blocks, block_rows, H, W, 3), allocated on first read
+        self._free_slots = list(range(self.cache_blocks))
+        self._slot_of = {}
 
     def read(self, indices: np.ndarray):
         blocks = indices // self.block_rows
-        pieces = {block: self._block(block) for block in np.unique(blocks).tolist()}
-        first = next(iter(pieces.values()))
-        output = np.empty((len(indices), *first.shape[1:]), dtype=first.dtype)
-        for block, rows in pieces.items():
-            selected = blocks == block
-            output[selected] = rows[indices[selected] - block * self.block_rows]
-        return output
+        offsets = indices - blocks * self.block_rows
+        needed = np.unique(blocks).tolist()
+        with self._file.lock:
+            # Under the lock: no other thread may evict a block between load and gather.
+            for block in needed:
+                self._block(block)
+            if self.image_shape is not None:
+                # All cached blocks live in one buffer: one gather serves the whole batch.
+                slots = np.array([self._slot_of[block] for block in needed])
+                slot_of_index = slots[np.searchsorted(needed, blocks)]
+                flat = self._buffers.reshape(-1, *self.image_shape)
+                return flat[slot_of_index * self.block_rows + offsets]
+            output = np.empty(len(indices), dtype=object)
+            for block in needed:
+                selected = blocks == block
+                output[selected] = self._cache[block][offsets[selected]]
+            return output
 
     def _block(self, block: int) -> np.ndarray:
-        with self._file.lock:
-            rows = self._cache.get(block)
-            if rows is not None:
-                self._cache.move_to_end(block)
-                return rows
-            start = block * self.block_rows
-            rows = self._file.handle()["images"][start : start + self.block_rows]
-            self._cache[block] = rows
-            while len(self._cache) > self.cache_blocks:
-                self._cache.popitem(last=False)
+        """The rows of `block`, read if not cached (the caller holds the lock)."""
+        rows = self._cache.get(block)
+        if rows is not None:
+            self._cache.move_to_end(block)
             return rows
+        while len(self._cache) >= self.cache_blocks:
+            evicted, _ = self._cache.popitem(last=False)
+            if evicted in self._slot_of:
+                self._free_slots.append(self._slot_of.pop(evicted))
+        rows = self._read_block(block)
+        self._cache[block] = rows
+        return rows
+
+    def _read_block(self, block: int) -> np.ndarray:
+        images = self._file.handle()["images"]
+        start = block * self.block_rows
+        stop = min(start + self.block_rows, images.shape[0])
+        if self.image_shape is None:
+            return images[start:stop]
+        if self._buffers is None:
+            shape = (self.cache_blocks, self.block_rows, *self.image_shape)
+            self._buffers = np.empty(shape, dtype=np.uint8)
+        slot = self._free_slots.pop()
+        self._slot_of[block] = slot
+        destination = self._buffers[slot, : stop - start]
+        images.read_direct(destination, source_sel=np.s_[start:stop])
+        return destination
 
     def __getstate__(self):
         return {
             "path": self._file.path,
+            "image_shape": self.image_shape,
             "block_rows": self.block_rows,
             "cache_blocks": self.cache_blocks,
             "labels": self.labels,
@@ -132,7 +173,8 @@ class OutOfCoreStorage:
 
     def __setstate__(self, state):
         self._file = _LazyFile(state["path"])
+        self.image_shape = state["image_shape"]
         self.block_rows = state["block_rows"]
         self.cache_blocks = state["cache_blocks"]
         self.labels = state["labels"]
-        self._cache = OrderedDict()
+        self._reset_cache()

@@ -15,7 +15,7 @@ from pipeline.errors import UserError
 from pipeline.io import hdf5_generator, storage
 from pipeline.io.hdf5_generator import HDF5DatasetGenerator, windowed_block_order
 from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage, stored_image_bytes
-from tests.conftest import write_split_file
+from tests.conftest import numbered_images, write_split_file
 
 NUM_SAMPLES = 301  # 9 batches of 32 and a partial one of 13; shards of 101, 100, 100
 NUM_CLASSES = 7
@@ -98,7 +98,7 @@ def test_the_fixture_has_many_blocks_in_disk_mode(split_path):
     assert isinstance(generator.storage, OutOfCoreStorage)
     assert generator.storage.block_rows == BLOCK_ROWS
     assert generator.window_blocks == WINDOW_BLOCKS
-    assert generator.storage.cache_blocks == 2 * WINDOW_BLOCKS < NUM_BLOCKS
+    assert 2 * WINDOW_BLOCKS <= generator.storage.cache_blocks < NUM_BLOCKS
     assert isinstance(make_generator(split_path, "memory").storage, InMemoryStorage)
 
 
@@ -571,3 +571,14 @@ def test_unknown_storage_is_a_user_error(split_path):
 def test_bad_batch_size_is_a_user_error_on_disk_too(split_path, batch_size):
     with pytest.raises(UserError, match=f"batch_size must be between 1 and the {NUM_SAMPLES}"):
         make_generator(split_path, "disk", batch_size=batch_size)
+
+
+def test_disk_batches_larger_than_the_shuffle_window_are_served_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(hdf5_format, "TARGET_CHUNK_BYTES", 16 * 4 * 4 * 3)
+    monkeypatch.setattr(storage, "TARGET_BLOCK_BYTES", 16 * 4 * 4 * 3)
+    images = numbered_images(301)
+    path = write_split_file(tmp_path / "train.h5", images, np.arange(301) % 7, list("abcdefg"))
+    # Windows of one 16-row block; batches of 100 span up to eight windows.
+    generator = HDF5DatasetGenerator(path, 100, storage="disk", shuffle_buffer=16, seed=4)
+    served = np.concatenate([generator[index][0][:, 0, 0, 0] for index in range(len(generator))])
+    assert sorted(served.tolist()) == sorted((np.arange(301) % 256).tolist())
