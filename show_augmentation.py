@@ -1,0 +1,30 @@
+"""Write a PNG grid of augmented train samples: each row is one image, then its augmentations.
+
+python show_augmentation.py --config config/cifar10_resnet56.toml --output augment.png
+"""
+
+import sys
+
+from pipeline.cli import add_config_arguments, config_from_arguments
+from pipeline.errors import OneLineArgumentParser, run_cli
+
+
+@run_cli
+def main(argv=None):
+    parser = OneLineArgumentParser(description=__doc__)
+    parser.add_argument("--output", default="output/augmentation.png", help="PNG file to write")
+    parser.add_argument("--samples", type=int, default=8, help="rows: train images shown")
+    parser.add_argument("--versions", type=int, default=7, help="augmented versions per image")
+    parser.add_argument("--seed", type=int, default=0)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    from pipeline.io.preview import augmentation_grid, write_png
+
+    grid = augmentation_grid(
+        config_from_arguments(args), samples=args.samples, versions=args.versions, seed=args.seed
+    )
+    print(f"wrote {write_png(grid, args.output)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+import cv2
+import numpy as np
+
+import show_augmentation
+from pipeline.datasets.hdf5_format import open_split, split_path
+from pipeline.io.preview import GAP_PIXELS, MIN_CELL_PIXELS
+
+
+def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir, capsys):
+    output = tmp_path / "grid.png"
+    code = show_augmentation.main(
+        [
+            "--set", f"data.dataset_dir={digits_dir}",
+            "--set", 'data.augment=[{name = "flip", probability = 1.0}]',
+            "--samples", "3", "--versions", "2", "--output", str(output),
+        ]
+    )  # fmt: skip
+    assert code == 0 and str(output) in capsys.readouterr().out
+    grid = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
+    scale = -(-MIN_CELL_PIXELS // 32)
+    cell = 32 * scale
+    assert grid.shape == (
+        3 * (cell + GAP_PIXELS) + GAP_PIXELS,
+        3 * (cell + GAP_PIXELS) + GAP_PIXELS,
+        3,
+    )
+    original = grid[GAP_PIXELS : GAP_PIXELS + cell, GAP_PIXELS : GAP_PIXELS + cell][
+        ::scale, ::scale
+    ]
+    flipped = grid[
+        GAP_PIXELS : GAP_PIXELS + cell, 2 * GAP_PIXELS + cell : 2 * GAP_PIXELS + 2 * cell
+    ]
+    # The first cell is a stored train image; the next is its mirror (flip with probability 1).
+    with open_split(split_path(digits_dir, "train")) as handle:
+        stored = handle["images"][()]
+    assert any(np.array_equal(original, image) for image in stored)
+    np.testing.assert_array_equal(flipped[::scale, ::scale], original[:, ::-1])
