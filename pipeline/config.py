@@ -49,40 +49,24 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """A pre-activation ResNet: a stem, then stages of residual blocks, then the head."""
+    """The network: a preset of pipeline.nn.PRESETS and/or the fields of a ResNetSpec.
 
-    block: str = "bottleneck"
-    stem: str = "cifar"
-    # Residual blocks per stage.
-    stages: tuple[int, ...] = (1, 1, 1)
-    # Output channels of the stem, then of each stage (a bottleneck's inner
-    # width is a quarter of its stage's channels).
-    filters: tuple[int, ...] = (16, 16, 32, 64)
-    # L2 coefficient on every convolution and dense kernel.
-    l2: float = 1e-4
-    bn_epsilon: float = 2e-5
-    bn_momentum: float = 0.9
+    With a preset, `spec` overrides some of its fields ({l2 = 1e-4}); without
+    one, `spec` describes the whole network (block, stages, filters, ...).
+    Checked when the model is built (pipeline.nn keeps Keras out of here).
+    """
+
+    preset: str = ""
+    spec: dict = dataclasses.field(default_factory=dict)
+    # "channel": per-channel mean/std of the train split; "mean_image": subtract
+    # its per-pixel mean image (the papers' CIFAR input), then divide by the std.
+    normalization: str = "channel"
 
     def __post_init__(self) -> None:
         _require(
-            self.block in ("bottleneck",), f"model.block must be 'bottleneck', got {self.block!r}"
+            self.normalization in ("channel", "mean_image"),
+            f"model.normalization must be 'channel' or 'mean_image', got {self.normalization!r}",
         )
-        _require(self.stem in ("cifar",), f"model.stem must be 'cifar', got {self.stem!r}")
-        _require(
-            len(self.stages) >= 1 and all(count >= 1 for count in self.stages),
-            f"model.stages must be a non-empty list of positive counts, got {list(self.stages)}",
-        )
-        _require(
-            len(self.filters) == len(self.stages) + 1,
-            f"model.filters needs {len(self.stages) + 1} values (stem, then one per stage), "
-            f"got {list(self.filters)}",
-        )
-        _require(
-            all(count >= 4 and count % 4 == 0 for count in self.filters[1:]),
-            "model.filters of each stage must be a positive multiple of 4, "
-            f"got {list(self.filters)}",
-        )
-        _require(self.l2 >= 0, f"model.l2 must be >= 0, got {self.l2}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,8 @@ def test_default_preset_is_the_digits_demo():
     assert config.name == "digits"
     assert config.data.dataset_dir == "output/datasets/digits"
     assert config.checkpoints == "output/checkpoints"
-    assert isinstance(config.model.stages, tuple)
+    assert config.model.spec["block"] == "bottleneck"
+    assert config.model.normalization == "channel"
 
 
 def test_overrides_apply_on_top_of_the_preset_with_toml_types():
@@ -18,16 +19,16 @@ def test_overrides_apply_on_top_of_the_preset_with_toml_types():
         [
             "training.epochs=3",
             "training.learning_rate=0.5",
-            "model.stages=[1, 1]",
-            "model.filters=[8, 8, 16]",
+            "model.preset=resnet20",
+            "model.spec={ l2 = 1e-3 }",
             "data.dataset_dir=/some/where",
             "training.nesterov=false",
         ],
     )
     assert config.training.epochs == 3
     assert config.training.learning_rate == 0.5
-    assert config.model.stages == (1, 1)
-    assert config.model.filters == (8, 8, 16)
+    assert config.model.preset == "resnet20"
+    assert config.model.spec == {"l2": 1e-3}
     assert config.data.dataset_dir == "/some/where"
     assert config.training.nesterov is False
 
@@ -45,7 +46,8 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("training.epochs=true", "training.epochs"),
         ("training.epochs=0", "training.epochs must be >= 1"),
         ("training.learning_rate=-0.1", "learning_rate must be > 0"),
-        ("model.filters=[16, 16]", "model.filters needs 4 values"),
+        ("model.normalization=pixel", "model.normalization must be"),
+        ("model.spec=3", "model.spec"),
         ("epochs", "must look like section.key=value"),
     ],
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_MODEL = ["--set", "model.stages=[1]", "--set", "model.filters=[8, 8]"]
+TINY_MODEL = ["--set", 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }']
 
 
 def run_script(script, *args, backend=None):

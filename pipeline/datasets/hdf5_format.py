@@ -240,6 +240,17 @@ def _as_nested_tuple(matrix):
     return None if matrix is None else tuple(tuple(float(v) for v in row) for row in matrix)
 
 
+def read_mean_image(path: str | Path) -> np.ndarray:
+    """The split's per-pixel mean image (H, W, 3, float32); a UserError when it has none."""
+    with open_split(path) as handle:
+        if "mean_image" not in handle:
+            raise UserError(
+                f"{path} has no mean_image (JPEG-encoded or built before it existed); "
+                f"rebuild it or use model.normalization = 'channel'"
+            )
+        return handle["mean_image"][()]
+
+
 def write_mean_json(dataset_dir: str | Path, mean) -> Path:
     """Write `mean.json` ({"R": .., "G": .., "B": ..}) for tools that expect it."""
     path = Path(dataset_dir) / "mean.json"

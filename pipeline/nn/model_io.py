@@ -1,27 +1,59 @@
 """Models from a config, models from checkpoint files, and the check that a model fits the data."""
 
+import dataclasses
 from pathlib import Path
 
 import keras
 
 from pipeline.config import ModelConfig
-from pipeline.datasets.hdf5_format import SplitInfo
+from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
 from pipeline.errors import UserError
-from pipeline.nn.resnet import build_resnet
+from pipeline.nn.presets import spec_of
+from pipeline.nn.resnet import ResNetSpec, build_resnet
+
+
+def spec_for(model_config: ModelConfig) -> ResNetSpec:
+    """The ResNetSpec a model config describes (a preset, with `spec` overriding its fields)."""
+    fields = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in model_config.spec.items()
+    }
+    if model_config.preset:
+        return spec_of(model_config.preset, **fields)
+    if not fields:
+        raise UserError(
+            "the model needs model.preset (a name from pipeline.nn.PRESETS) or model.spec"
+        )
+    known = {field.name for field in dataclasses.fields(ResNetSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserError(f"model.spec keys {', '.join(unknown)} unknown; known: {sorted(known)}")
+    try:
+        return ResNetSpec(**fields)
+    except TypeError as error:
+        raise UserError(
+            f"model.spec is incomplete ({error}); give block, stages and filters"
+        ) from None
 
 
 def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:
     """The config's ResNet for `input_shape` images and the split's classes and statistics."""
+    mean_image = None
+    if model_config.normalization == "mean_image":
+        mean_image = read_mean_image(info.path)
+        if tuple(mean_image.shape) != tuple(input_shape):
+            raise UserError(
+                f"the mean image of {info.path} is {mean_image.shape}, the model input "
+                f"{tuple(input_shape)}; use model.normalization = 'channel'"
+            )
     return build_resnet(
-        input_shape=input_shape,
+        spec_for(model_config),
         num_classes=info.num_classes,
+        input_shape=input_shape,
         mean=info.mean,
         std=info.std,
-        stages=model_config.stages,
-        filters=model_config.filters,
-        l2=model_config.l2,
-        bn_epsilon=model_config.bn_epsilon,
-        bn_momentum=model_config.bn_momentum,
+        mean_image=mean_image,
+        name=model_config.preset or "resnet",
     )
 
 
