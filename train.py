@@ -1,4 +1,4 @@
-"""Train a ResNet at a constant learning rate, the ctrl+c way.
+"""Train a ResNet with the config's schedule (constant by default: the ctrl+c way).
 
 python train.py --checkpoints output/checkpoints
 python train.py --checkpoints output/checkpoints --start_epoch 20 --lr 0.005
@@ -12,7 +12,7 @@ from pipeline.errors import run_cli
 
 @run_cli
 def main(argv=None):
-    train_from_command_line(argv, schedule="constant", description=__doc__)
+    return train_from_command_line(argv, script="train.py", schedule=None, description=__doc__)
 
 
 if __name__ == "__main__":

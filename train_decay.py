@@ -11,7 +11,9 @@ from pipeline.errors import run_cli
 
 @run_cli
 def main(argv=None):
-    train_from_command_line(argv, schedule="polynomial", description=__doc__)
+    return train_from_command_line(
+        argv, script="train_decay.py", schedule="polynomial", description=__doc__
+    )
 
 
 if __name__ == "__main__":

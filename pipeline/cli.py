@@ -1,9 +1,12 @@
 """Command-line pieces shared by the scripts: config options, and the training command."""
 
 import argparse
+import dataclasses
+from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
-from pipeline.errors import OneLineArgumentParser
+from pipeline.errors import INTERRUPTED_EXIT_CODE, OneLineArgumentParser
+from pipeline.run_dir import CONFIG_FILE
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +37,9 @@ def training_parser(description: str) -> OneLineArgumentParser:
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--checkpoints", help="run directory (default: from the config)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     parser.add_argument("--model", help="checkpoint to resume from")
-    parser.add_argument("--start_epoch", type=int, help="epoch to resume at")
+    parser.add_argument("--start_epoch", type=int, help="resume from the epoch-N checkpoint")
     parser.add_argument("--lr", type=float, help="learning rate to continue with")
     parser.add_argument("--epochs", type=int, help="total number of epochs (training.epochs)")
     parser.add_argument("--overwrite", action="store_true", help="start over in a used run dir")
@@ -43,20 +47,38 @@ def training_parser(description: str) -> OneLineArgumentParser:
     return parser
 
 
-def train_from_command_line(argv, *, schedule: str, description: str) -> None:
-    """Parse the training options and train; prints the final checkpoint."""
+def train_from_command_line(argv, *, script: str, schedule: str | None, description: str) -> int:
+    """Parse the training options and train. Returns the exit code: 0, or 130 after ctrl+c.
+
+    Resuming without --config continues with the run directory's own config.json.
+    `schedule` replaces a constant schedule (train_decay.py: polynomial).
+    """
     args = training_parser(description).parse_args(argv)
+    run_dir = Path(args.checkpoints or load_config(None, args.overrides).checkpoints)
+    resuming = args.resume or args.model or args.start_epoch
+    config_path = args.config
+    if config_path is None and resuming and (run_dir / CONFIG_FILE).is_file():
+        config_path = run_dir / CONFIG_FILE
+    extra = [f"training.epochs={args.epochs}"] if args.epochs is not None else []
+    config = load_config(config_path, [*args.overrides, *extra])
+    if schedule and config.training.schedule == "constant":
+        config = dataclasses.replace(
+            config, training=dataclasses.replace(config.training, schedule=schedule)
+        )
     # Imported only now, so that --help and option errors answer without loading Keras.
     from pipeline.training import train
 
-    epochs = [f"training.epochs={args.epochs}"] if args.epochs is not None else []
     result = train(
-        config_from_arguments(args, *epochs),
-        run_dir=args.checkpoints,
+        config,
+        run_dir=run_dir,
         model_path=args.model,
         start_epoch=args.start_epoch,
+        resume=args.resume,
         learning_rate=args.lr,
-        schedule=schedule,
         overwrite=args.overwrite,
     )
+    if result.interrupted:
+        print(f"resume with: python {script} --checkpoints {run_dir} --resume")
+        return INTERRUPTED_EXIT_CODE
     print(f"final checkpoint: {result.final_checkpoint}")
+    return 0

@@ -20,9 +20,18 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
 
 
+SCHEDULES = ("constant", "step", "multistep", "polynomial", "cosine", "plateau")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("none", "auto", "mirrored", "multiworker")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _choice(key: str, value: str, allowed) -> None:
+    _require(value in allowed, f"{key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,25 +80,56 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """Optimiser, schedule and checkpointing."""
+    """Optimiser, schedule, checkpointing and the machinery around the fit."""
 
     epochs: int = 20
+    # The global batch; with several replicas each takes batch_size / replicas.
     batch_size: int = 64
-    optimizer: str = "sgd"
+    optimizer: str = "sgd"  # "sgd", "adam" or "adamw"
     learning_rate: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
-    # train_decay.py: lr(epoch) = learning_rate * (1 - epoch / epochs) ** decay_power
+    # AdamW's decoupled weight decay (the other optimisers use the model's L2).
+    weight_decay: float = 0.0
+    # "constant" (the ctrl+c way), "step", "multistep", "polynomial", "cosine", "plateau".
+    schedule: str = "constant"
+    # polynomial: lr * (1 - epoch / epochs) ** decay_power (train_decay.py)
     decay_power: float = 1.0
+    # step and multistep: multiply by decay_factor every step_every epochs / at each milestone.
+    decay_factor: float = 0.1
+    step_every: float = 30.0
+    milestones: tuple[float, ...] = ()
+    milestone_unit: str = "epochs"  # or "iterations" (the paper: 32000, 48000)
+    # cosine: linear warm-up over warmup_epochs, then down to min_learning_rate.
+    warmup_epochs: float = 0.0
+    min_learning_rate: float = 0.0
+    # plateau: multiply by decay_factor when plateau_monitor stalls for plateau_patience epochs.
+    plateau_monitor: str = "val_loss"
+    plateau_patience: int = 5
+    # Stop when early_stopping_monitor stalls this many epochs (0: never).
+    early_stopping_patience: int = 0
+    early_stopping_monitor: str = "val_loss"
     checkpoint_every: int = 5
+    # Keep only the newest keep_last epoch checkpoints (0: keep all).
+    keep_last: int = 0
+    # Also keep best.keras, the checkpoint with the best value of this metric ("" : off).
+    best_metric: str = ""
+    tensorboard: bool = False
+    # "float32", "mixed_float16" or "mixed_bfloat16".
+    precision: str = "float32"
+    jit_compile: bool = False
+    # Same weights from the same config on the same machine (slower on GPUs).
+    deterministic: bool = False
+    # "none", "auto", "mirrored" (several GPUs) or "multiworker" (from TF_CONFIG).
+    distribute: str = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"training.epochs must be >= 1, got {self.epochs}")
         _require(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size}")
         _require(
-            self.optimizer in ("sgd", "adam"),
-            f"training.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}",
+            self.optimizer in ("sgd", "adam", "adamw"),
+            f"training.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}",
         )
         _require(
             self.learning_rate > 0,
@@ -102,6 +142,12 @@ class TrainingConfig:
             self.checkpoint_every >= 1,
             f"training.checkpoint_every must be >= 1, got {self.checkpoint_every}",
         )
+        _choice("training.schedule", self.schedule, SCHEDULES)
+        _choice("training.milestone_unit", self.milestone_unit, ("epochs", "iterations"))
+        _choice("training.precision", self.precision, PRECISIONS)
+        _choice("training.distribute", self.distribute, DISTRIBUTIONS)
+        _require(self.keep_last >= 0, f"training.keep_last must be >= 0, got {self.keep_last}")
+        _require(self.step_every > 0, f"training.step_every must be > 0, got {self.step_every}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,14 +170,17 @@ class ExperimentConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read a TOML preset (the default one when path is None) and apply `key=value` overrides."""
+    """Read a TOML preset or a saved config.json (the default preset when path is None) and
+    apply `key=value` overrides."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; presets are in {CONFIG_DIR}")
+    text = path.read_text(encoding="utf-8")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"config file {path} is not valid TOML: {error}") from None
+        # A run directory's config.json (the resolved config) reads like a preset.
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"config file {path} is not valid: {error}") from None
     for override in overrides:
         _apply_override(values, override)
     return config_from_dict(ExperimentConfig, values, source=str(path))

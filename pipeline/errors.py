@@ -37,13 +37,13 @@ def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] |
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         try:
-            main(argv)
+            code = main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return USER_ERROR_EXIT_CODE
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return INTERRUPTED_EXIT_CODE
-        return 0
+        return code if isinstance(code, int) else 0
 
     return wrapped

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.callbacks import list_checkpoints
 from pipeline.datasets.hdf5_format import read_split_info, split_path
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.nn.model_io import check_model_matches_data, load_model
+from pipeline.run_dir import latest_checkpoint
 
 
 def rank_k_hits(probabilities: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -43,14 +43,14 @@ def predict_split(model, generator: HDF5DatasetGenerator) -> np.ndarray:
 
 
 def newest_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint of the highest epoch in a run directory."""
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
+    """The run's latest checkpoint (latest.json, else the highest epoch)."""
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
         raise UserError(
             f"no checkpoint in {run_dir}; train first ('python train.py --checkpoints "
             f"{run_dir}') or pass --model PATH"
         )
-    return checkpoints[max(checkpoints)]
+    return checkpoint
 
 
 def resolve_split_file(dataset: str | Path, split: str) -> Path:

@@ -1,10 +1,13 @@
-"""The training engine behind train.py (constant learning rate, the ctrl+c way) and
-train_decay.py (a fixed polynomial schedule).
+"""The training engine behind train.py and train_decay.py.
 
-Reads top to bottom: data, model (new or resumed), callbacks, fit.
+Reads top to bottom: where to start (fresh, an epoch checkpoint, an
+interrupt), the machinery (distribution, precision, seed), data, model,
+callbacks, then the fit, in two phases when resuming mid-epoch: the rest of
+the interrupted epoch, then the remaining epochs.
 """
 
 import dataclasses
+import datetime
 import sys
 from pathlib import Path
 
@@ -12,115 +15,209 @@ import keras
 
 from pipeline.callbacks import (
     EpochCheckpoint,
+    InterruptCheckpoint,
+    LearningRateControl,
     LoaderEpochSync,
+    TrainingInterrupted,
     TrainingMonitor,
-    checkpoint_path,
-    list_checkpoints,
-    polynomial_decay,
+    make_schedule,
 )
-from pipeline.callbacks.epoch_checkpoint import CHECKPOINT_PATTERN
-from pipeline.callbacks.training_monitor import HISTORY_FILE, PLOT_FILE
+from pipeline.callbacks.training_monitor import CSV_FILE, HISTORY_FILE, PLOT_FILE
 from pipeline.config import ExperimentConfig
 from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.distribute import seed_everything, set_precision, setup_distribution
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.nn.model_io import build_model_for_data, check_model_matches_data, load_model
+from pipeline.run_dir import (
+    BEST,
+    CONFIG_FILE,
+    INTERRUPT,
+    LATEST,
+    RUN_INFO_FILE,
+    latest_checkpoint,
+    list_checkpoints,
+    read_state,
+    run_lock,
+    state_path,
+    write_run_info,
+)
 
-CONFIG_FILE = "config.json"
-SCHEDULES = ("constant", "polynomial")
+LOG_FILE = "train.log"
+
+
+@dataclasses.dataclass(frozen=True)
+class StartPoint:
+    """Where training starts: a checkpoint (None: fresh weights) and its position."""
+
+    checkpoint: Path | None
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches already done in the next epoch (a mid-epoch interrupt)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingResult:
     run_dir: Path
-    final_checkpoint: Path
+    final_checkpoint: Path | None
     history: dict
+    interrupted: TrainingInterrupted | None = None
 
 
 def train(
     config: ExperimentConfig,
     *,
-    run_dir: str | Path | None = None,
-    model_path: str | Path | None = None,
+    run_dir=None,
+    model_path=None,
     start_epoch: int | None = None,
+    resume: bool = False,
     learning_rate: float | None = None,
-    schedule: str = "constant",
     overwrite: bool = False,
+    callbacks=(),
 ) -> TrainingResult:
-    """Train (or resume) the config's model; checkpoints and history go to `run_dir`.
+    """Train, or resume, the config's model; everything it writes goes to `run_dir`.
 
-    `model_path` and/or `start_epoch` resume: with only `start_epoch`, the
-    checkpoint of that epoch in `run_dir` is loaded. `learning_rate` replaces
-    the optimiser's rate when resuming (and the config's when starting).
+    Resuming: `resume` takes the checkpoint latest.json names (an epoch or an
+    interrupt); `start_epoch` alone takes epoch_N of the run directory;
+    `model_path` takes that file. `learning_rate` replaces the optimizer's
+    rate (with a schedule: its base rate). `callbacks` are added to the fit's.
     """
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if learning_rate is not None and learning_rate <= 0:
         raise UserError(f"--lr must be > 0, got {learning_rate}")
     run_dir = Path(run_dir or config.checkpoints)
     training = config.training
-    train_data, val_data = _open_data(config)
-
-    model_path, start_epoch = _resolve_resume(run_dir, model_path, start_epoch, overwrite)
-    if model_path is None:
-        keras.utils.set_random_seed(training.seed)
-        model = build_model_for_data(config.model, train_data.info, train_data.image_shape)
-        model.compile(
-            optimizer=build_optimizer(training, learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=_metrics(train_data.info.num_classes),
-        )
-    else:
-        model = load_model(model_path)
-        check_model_matches_data(model, train_data.info, model_path, train_data.image_shape)
-        if learning_rate is not None:
-            model.optimizer.learning_rate.assign(learning_rate)
-    if start_epoch >= training.epochs:
-        raise UserError(
-            f"start epoch {start_epoch} is not before training.epochs={training.epochs}; "
-            f"raise it with --epochs"
-        )
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_json() + "\n")
-    checkpoint = EpochCheckpoint(run_dir, training.checkpoint_every)
-    monitor = TrainingMonitor(run_dir, start_epoch)
-    callbacks = [LoaderEpochSync(train_data), checkpoint, monitor]
-    if schedule == "polynomial":
-        initial_rate = learning_rate or training.learning_rate
-        callbacks.append(
-            keras.callbacks.LearningRateScheduler(
-                lambda epoch: polynomial_decay(
-                    epoch,
-                    initial_rate=initial_rate,
-                    total_epochs=training.epochs,
-                    power=training.decay_power,
-                )
+    with run_lock(run_dir):
+        start = resolve_start(run_dir, model_path, start_epoch, resume, overwrite)
+        if start.epoch >= training.epochs:
+            raise UserError(
+                f"{start.checkpoint} is at epoch {start.epoch}, not before training.epochs="
+                f"{training.epochs}; raise it with --epochs"
             )
+        distribution = setup_distribution(training.distribute)
+        set_precision(training.precision)
+        seed_everything(training.seed, training.deterministic)
+        train_data, val_data = open_data(config, distribution)
+        with distribution.scope:
+            model = _prepare_model(config, start, train_data, learning_rate)
+        write_run_info(
+            run_dir,
+            config.to_dict(),
+            [train_data.db_path] + ([val_data.db_path] if val_data else []),
         )
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=training.epochs,
-        initial_epoch=start_epoch,
-        callbacks=callbacks,
-        # The one-line progress bar rewrites itself with \r, which fills log files.
-        verbose=1 if sys.stdout.isatty() else 2,
+        _log(run_dir, _describe_start(start, model))
+        return _fit(model, config, run_dir, start, train_data, val_data, learning_rate, callbacks)
+
+
+def resolve_start(
+    run_dir: Path, model_path, start_epoch, resume: bool, overwrite: bool
+) -> StartPoint:
+    """Decide what to start from; a fresh start in a used run directory needs `overwrite`."""
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise UserError(f"nothing to resume in {run_dir}: it holds no checkpoint")
+        state = read_state(checkpoint)
+        return StartPoint(checkpoint, state["epoch"], state["batch"])
+    if model_path is not None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise UserError(f"--model {model_path} does not exist")
+        state = read_state(model_path)
+        if start_epoch is None:
+            return StartPoint(model_path, state["epoch"], state["batch"])
+        return StartPoint(model_path, start_epoch, 0)
+    existing = list_checkpoints(run_dir)
+    if start_epoch:
+        if start_epoch not in existing:
+            available = ", ".join(str(epoch) for epoch in existing) or "none"
+            raise UserError(
+                f"no checkpoint for epoch {start_epoch} in {run_dir} "
+                f"(epochs with checkpoints: {available})"
+            )
+        return StartPoint(existing[start_epoch], start_epoch, 0)
+    leftovers = [run_dir / name for name in (HISTORY_FILE, INTERRUPT)]
+    if existing or any(path.exists() for path in leftovers):
+        if not overwrite:
+            last = max(existing) if existing else None
+            hint = (
+                f"resume with --resume or --start_epoch {last}, "
+                if last
+                else "resume with --resume, "
+            )
+            raise UserError(
+                f"{run_dir} already holds a run (checkpoints for epochs "
+                f"{', '.join(map(str, existing)) or 'none'}); {hint}"
+                f"pass --overwrite to start over, or choose another --checkpoints"
+            )
+        clear_run(run_dir)
+    return StartPoint(None, 0, 0)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete a run's checkpoints, their states and its records (for --overwrite)."""
+    checkpoints = [*list_checkpoints(run_dir).values(), run_dir / INTERRUPT, run_dir / BEST]
+    for path in checkpoints:
+        path.unlink(missing_ok=True)
+        state_path(path).unlink(missing_ok=True)
+    records = (LATEST, HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE, RUN_INFO_FILE, LOG_FILE)
+    for name in records:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def open_data(config: ExperimentConfig, distribution):
+    """The train generator (this worker's shard, its share of the global batch) and val."""
+    data, training = config.data, config.training
+    loading = dict(
+        image_size=data.image_size or None,
+        storage=data.storage,
+        shuffle_buffer=data.shuffle_buffer or None,
+        workers=data.workers,
     )
-    return TrainingResult(
-        run_dir=run_dir,
-        final_checkpoint=checkpoint_path(run_dir, checkpoint.last_saved_epoch),
-        history=monitor.history,
+    # Each worker feeds its replicas; Keras splits a worker's batch between them.
+    worker_batch = max(1, training.batch_size // distribution.num_workers)
+    train_data = HDF5DatasetGenerator(
+        split_path(data.dataset_dir, data.train_split),
+        worker_batch,
+        shuffle=True,
+        augment=data.augment,
+        seed=training.seed,
+        shard_index=distribution.worker_index,
+        num_shards=distribution.num_workers,
+        **loading,
     )
+    val_path = split_path(data.dataset_dir, data.val_split)
+    val_data = None
+    if val_path.exists():
+        val_batch = min(worker_batch, read_split_info(val_path).num_samples)
+        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
+    return train_data, val_data
 
 
 def build_optimizer(training, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
     rate = learning_rate or training.learning_rate
     if training.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=rate)
+    if training.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=training.weight_decay)
     return keras.optimizers.SGD(
         learning_rate=rate, momentum=training.momentum, nesterov=training.nesterov
     )
+
+
+def _prepare_model(config, start: StartPoint, train_data, learning_rate):
+    if start.checkpoint is None:
+        model = build_model_for_data(config.model, train_data.info, train_data.image_shape)
+        model.compile(
+            optimizer=build_optimizer(config.training, learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=_metrics(train_data.info.num_classes),
+            jit_compile=config.training.jit_compile,
+        )
+        return model
+    model = load_model(start.checkpoint)
+    check_model_matches_data(model, train_data.info, start.checkpoint, train_data.image_shape)
+    if learning_rate is not None:
+        model.optimizer.learning_rate.assign(learning_rate)
+    return model
 
 
 def _metrics(num_classes: int) -> list:
@@ -130,64 +227,106 @@ def _metrics(num_classes: int) -> list:
     return metrics
 
 
-def _open_data(config: ExperimentConfig):
-    data = config.data
-    loading = dict(
-        image_size=data.image_size or None,
-        storage=data.storage,
-        shuffle_buffer=data.shuffle_buffer or None,
-        workers=data.workers,
+def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, extra_callbacks):
+    training = config.training
+    config_dict = config.to_dict()
+    loader_sync = LoaderEpochSync(train_data)
+    checkpoint = EpochCheckpoint(
+        run_dir,
+        training.checkpoint_every,
+        config=config_dict,
+        keep_last=training.keep_last,
+        best_metric=training.best_metric,
     )
-    train_data = HDF5DatasetGenerator(
-        split_path(data.dataset_dir, data.train_split),
-        config.training.batch_size,
-        shuffle=True,
-        augment=data.augment,
-        seed=config.training.seed,
-        **loading,
+    monitor = TrainingMonitor(run_dir, start.epoch)
+    interrupt = InterruptCheckpoint(run_dir, train_data.batches_per_epoch, config=config_dict)
+    callbacks = [loader_sync, *_schedule_callbacks(training, train_data, learning_rate)]
+    callbacks += [
+        keras.callbacks.TerminateOnNaN(),
+        checkpoint,
+        monitor,
+        *_optional_callbacks(training, run_dir),
+    ]
+    callbacks += list(extra_callbacks)
+    callbacks.append(interrupt)  # last: on an epoch boundary the others record the epoch first
+
+    # A mid-epoch resume trains the rest of that epoch first, in a fit of its own, since
+    # Keras fixes the number of batches per epoch when a fit starts.
+    phases = []
+    if start.batch:
+        phases.append((start.epoch, start.batch, start.epoch + 1))
+    first_full_epoch = start.epoch + (1 if start.batch else 0)
+    if first_full_epoch < training.epochs:
+        phases.append((first_full_epoch, 0, training.epochs))
+    try:
+        with interrupt.listening():
+            for number, (first_epoch, first_batch, end_epoch) in enumerate(phases):
+                train_data.set_epoch(first_epoch, first_batch)
+                loader_sync.start_batch = interrupt.start_batch = first_batch
+                monitor.start_epoch = first_epoch
+                checkpoint.save_final = number == len(phases) - 1
+                model.fit(
+                    train_data,
+                    validation_data=val_data,
+                    epochs=end_epoch,
+                    initial_epoch=first_epoch,
+                    callbacks=callbacks,
+                    # The one-line progress bar rewrites itself with \\r, which fills log files.
+                    verbose=1 if sys.stdout.isatty() else 2,
+                )
+    except TrainingInterrupted as stopped:
+        where = f"epoch {stopped.epoch} after {stopped.batch} batches"
+        _log(run_dir, f"interrupted at {where}; saved {stopped.checkpoint}")
+        return TrainingResult(run_dir, stopped.checkpoint, monitor.history, interrupted=stopped)
+    final = latest_checkpoint(run_dir)
+    if checkpoint.diverged:
+        _log(run_dir, f"training diverged (loss not finite); the last good checkpoint is {final}")
+    else:
+        _log(run_dir, f"finished: {final}")
+    return TrainingResult(run_dir, final, monitor.history)
+
+
+def _schedule_callbacks(training, train_data, learning_rate) -> list:
+    base_rate = learning_rate or training.learning_rate
+    schedule = make_schedule(training, train_data.batches_per_epoch, base_rate)
+    callbacks = [LearningRateControl(schedule)] if schedule else []
+    if training.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=training.plateau_monitor,
+                factor=training.decay_factor,
+                patience=training.plateau_patience,
+            )
+        )
+    return callbacks
+
+
+def _optional_callbacks(training, run_dir) -> list:
+    callbacks = []
+    if training.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=training.early_stopping_monitor, patience=training.early_stopping_patience
+            )
+        )
+    if training.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    return callbacks
+
+
+def _describe_start(start: StartPoint, model) -> str:
+    if start.checkpoint is None:
+        return f"starting {model.name} from fresh weights"
+    rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    return (
+        f"resuming from {start.checkpoint} at epoch {start.epoch}, batch {start.batch}, "
+        f"learning rate {rate:g}"
     )
-    val_path = split_path(data.dataset_dir, data.val_split)
-    val_data = None
-    if val_path.exists():
-        val_batch = min(config.training.batch_size, read_split_info(val_path).num_samples)
-        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
-    return train_data, val_data
 
 
-def _resolve_resume(run_dir: Path, model_path, start_epoch, overwrite: bool):
-    """Decide what to start from: (checkpoint to load or None, first epoch to train)."""
-    if model_path is not None:
-        model_path = Path(model_path)
-        if not model_path.is_file():
-            raise UserError(f"--model {model_path} does not exist")
-        if start_epoch is None:
-            match = CHECKPOINT_PATTERN.match(model_path.name)
-            start_epoch = int(match.group(1)) if match else 0
-        return model_path, start_epoch
-    existing = list_checkpoints(run_dir)
-    if start_epoch:
-        if start_epoch not in existing:
-            available = ", ".join(str(epoch) for epoch in existing) or "none"
-            raise UserError(
-                f"no checkpoint for epoch {start_epoch} in {run_dir} "
-                f"(epochs with checkpoints: {available})"
-            )
-        return existing[start_epoch], start_epoch
-    if existing or (run_dir / HISTORY_FILE).exists():
-        if not overwrite:
-            last = max(existing) if existing else None
-            resume = f"resume with --start_epoch {last}, " if last else ""
-            raise UserError(
-                f"{run_dir} already holds a run (checkpoints for epochs "
-                f"{', '.join(map(str, existing)) or 'none'}); {resume}"
-                f"pass --overwrite to start over, or choose another --checkpoints"
-            )
-        _clear_run(run_dir, existing.values())
-    return None, 0
-
-
-def _clear_run(run_dir: Path, checkpoints) -> None:
-    for path in checkpoints:
-        path.unlink()
-    for name in (HISTORY_FILE, PLOT_FILE, CONFIG_FILE):
-        (run_dir / name).unlink(missing_ok=True)
+def _log(run_dir: Path, message: str) -> None:
+    """Print a line and append it, with the time, to train.log."""
+    print(message, flush=True)
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    with open(run_dir / LOG_FILE, "a") as handle:
+        handle.write(f"{stamp} {message}\n")

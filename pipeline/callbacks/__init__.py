@@ -1,22 +1,20 @@
 """Keras callbacks the training loop uses."""
 
-from pipeline.callbacks.epoch_checkpoint import (
-    EpochCheckpoint,
-    checkpoint_path,
-    list_checkpoints,
-    save_model_atomically,
-)
+from pipeline.callbacks.checkpoints import EpochCheckpoint
+from pipeline.callbacks.interrupt import InterruptCheckpoint, TrainingInterrupted
+from pipeline.callbacks.learning_rate import LearningRateControl
 from pipeline.callbacks.loader_epoch import LoaderEpochSync
-from pipeline.callbacks.schedules import polynomial_decay
+from pipeline.callbacks.schedules import make_schedule, polynomial_decay
 from pipeline.callbacks.training_monitor import TrainingMonitor, load_history
 
 __all__ = [
     "EpochCheckpoint",
+    "InterruptCheckpoint",
+    "LearningRateControl",
     "LoaderEpochSync",
+    "TrainingInterrupted",
     "TrainingMonitor",
-    "checkpoint_path",
-    "list_checkpoints",
     "load_history",
+    "make_schedule",
     "polynomial_decay",
-    "save_model_atomically",
 ]

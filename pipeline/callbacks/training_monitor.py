@@ -7,10 +7,13 @@ from pathlib import Path
 import keras
 import matplotlib
 
+from pipeline.run_dir import write_json_atomically
+
 matplotlib.use("Agg")  # files only: training runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 HISTORY_FILE = "history.json"
+CSV_FILE = "history.csv"
 PLOT_FILE = "training.png"
 
 
@@ -50,12 +53,17 @@ class TrainingMonitor(keras.callbacks.Callback):
             self.history.setdefault(key, []).append(value)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.run_dir / HISTORY_FILE, self.history)
+        write_csv(self.history, self.run_dir / CSV_FILE)
         plot_history(self.history, self.run_dir / PLOT_FILE)
 
 
-def write_json_atomically(path: Path, content) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
+def write_csv(history: dict[str, list], path: Path) -> None:
+    """The same history as a CSV table, one row per epoch."""
+    keys = list(history)
+    rows = zip(*(history[key] for key in keys), strict=True)
+    text = ",".join(keys) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
     os.replace(temporary, path)
 
 

@@ -1,0 +1,106 @@
+"""EpochCheckpoint: `.keras` checkpoints every N epochs, after the last one, and the best one.
+
+Keras' ModelCheckpoint counts its period in batches when it is not every
+epoch, writes in place (a crash mid-write leaves a truncated file), cannot
+save at the end of training and knows nothing of the run directory's state
+files; this callback does what the ctrl+c workflow needs.
+"""
+
+import math
+from pathlib import Path
+
+import keras
+
+from pipeline.run_dir import (
+    BEST,
+    checkpoint_path,
+    list_checkpoints,
+    point_latest,
+    save_checkpoint,
+)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save epoch_NNNN.keras every `every` epochs and after the last epoch trained.
+
+    Diverged weights (a NaN or infinite loss) are never saved: the latest
+    pointer keeps naming the last good checkpoint. `keep_last` > 0 deletes
+    older epoch checkpoints; `best_metric` keeps best.keras.
+    """
+
+    def __init__(
+        self, run_dir, every: int, *, config=None, keep_last=0, best_metric="", save_final=True
+    ) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.every = every
+        self.config = config
+        self.keep_last = keep_last
+        self.best_metric = best_metric
+        self.save_final = save_final
+        self.best_value = None
+        self.last_completed_epoch = None
+        self.last_saved_epoch = None
+        self.diverged = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.diverged or not all(_finite(value) for value in logs.values()):
+            self.diverged = True
+            return
+        completed = epoch + 1
+        self.last_completed_epoch = completed
+        if completed % self.every == 0:
+            self._save(completed)
+        self._maybe_save_best(completed, logs)
+
+    def on_train_end(self, logs=None):
+        if not self.save_final or self.diverged:
+            return
+        if self.last_completed_epoch not in (None, self.last_saved_epoch):
+            self._save(self.last_completed_epoch)
+
+    def _save(self, completed_epochs: int) -> None:
+        path = save_checkpoint(
+            self.model,
+            checkpoint_path(self.run_dir, completed_epochs),
+            epoch=completed_epochs,
+            config=self.config,
+        )
+        point_latest(self.run_dir, path)
+        self.last_saved_epoch = completed_epochs
+        if self.keep_last:
+            for old in list(list_checkpoints(self.run_dir).values())[: -self.keep_last]:
+                old.unlink(missing_ok=True)
+                old.with_suffix(".json").unlink(missing_ok=True)
+
+    def _maybe_save_best(self, completed: int, logs) -> None:
+        if not self.best_metric or self.best_metric not in logs:
+            return
+        value = float(logs[self.best_metric])
+        # Accuracies improve upwards, losses downwards.
+        higher_is_better = "acc" in self.best_metric or "rank" in self.best_metric
+        improved = self.best_value is None or (
+            value > self.best_value if higher_is_better else value < self.best_value
+        )
+        if improved:
+            self.best_value = value
+            save_checkpoint(
+                self.model,
+                self.run_dir / BEST,
+                epoch=completed,
+                config=self.config,
+                extra={"metric": self.best_metric, "value": value},
+            )
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True

@@ -1,0 +1,203 @@
+"""The run directory: checkpoints and their state, the latest pointer, the lock, the record.
+
+    epoch_0005.keras  epoch_0005.json    checkpoint after 5 epochs, and its state
+    interrupt.keras   interrupt.json     checkpoint of a ctrl+c (epoch, batch)
+    best.keras        best.json          best value of training.best_metric
+    latest.json                          which checkpoint to resume from
+    config.json  run_info.json           the resolved config; versions, commit, data
+    history.json history.csv training.png train.log   the monitor's output
+    train.lock                           held while a run trains here
+
+Every file is written to a temporary name and renamed, so a crash never leaves
+a half-written checkpoint, state or pointer that a reader could take.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from pipeline.datasets.hdf5_format import open_split
+from pipeline.errors import UserError
+
+CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d+)\.keras$")
+INTERRUPT = "interrupt.keras"
+BEST = "best.keras"
+LATEST = "latest.json"
+CONFIG_FILE = "config.json"
+RUN_INFO_FILE = "run_info.json"
+LOCK_FILE = "train.lock"
+PACKAGES = ("keras", "tensorflow", "jax", "numpy", "h5py", "opencv-python-headless")
+
+
+def checkpoint_path(run_dir, epoch: int) -> Path:
+    """The checkpoint written after `epoch` completed epochs."""
+    return Path(run_dir) / f"epoch_{epoch:04d}.keras"
+
+
+def state_path(checkpoint) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def list_checkpoints(run_dir) -> dict[int, Path]:
+    """Completed epoch checkpoints in a run directory, by epoch (partial writes excluded)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return {}
+    found = {}
+    for path in run_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return dict(sorted(found.items()))
+
+
+def write_json_atomically(path: Path, content) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def save_checkpoint(model, path, *, epoch: int, batch: int = 0, config=None, extra=None) -> Path:
+    """Save model (weights and optimizer) and its state, atomically, then point latest at it.
+
+    `epoch` counts completed epochs; `batch` the batches done in the next one
+    (non-zero only for an interrupt). The resolved config travels with it.
+    """
+    path = Path(path)
+    # Keras insists on the .keras extension, so the temporary name keeps it.
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+    state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
+    if config is not None:
+        state["config"] = config
+    write_json_atomically(state_path(path), state)
+    return path
+
+
+def point_latest(run_dir, checkpoint) -> None:
+    """Record `checkpoint` as the one to resume from."""
+    state = read_state(checkpoint)
+    write_json_atomically(
+        Path(run_dir) / LATEST,
+        {"checkpoint": Path(checkpoint).name, "epoch": state["epoch"], "batch": state["batch"]},
+    )
+
+
+def read_state(checkpoint) -> dict:
+    """(epoch, batch) of a checkpoint: from its state file, else from an epoch_N name."""
+    checkpoint = Path(checkpoint)
+    sidecar = state_path(checkpoint)
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    match = CHECKPOINT_PATTERN.match(checkpoint.name)
+    return {"checkpoint": checkpoint.name, "epoch": int(match.group(1)) if match else 0, "batch": 0}
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    """The checkpoint latest.json points at, else the newest epoch checkpoint, else None."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / LATEST
+    if pointer.is_file():
+        candidate = run_dir / json.loads(pointer.read_text())["checkpoint"]
+        if candidate.is_file():
+            return candidate
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[max(checkpoints)] if checkpoints else None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold the run directory for one training run; a second run on it is refused.
+
+    An OS file lock, so a crashed run never leaves a stale lock behind.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Not a with-block: the handle must stay open, and locked, for the whole run.
+    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(
+            f"another training run (pid {holder}) is using {run_dir}; wait for it to end "
+            f"or choose another --checkpoints"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def write_run_info(run_dir, config_dict: dict, data_files) -> Path:
+    """config.json, and run_info.json: package versions, git commit, data fingerprints."""
+    run_dir = Path(run_dir)
+    write_json_atomically(run_dir / CONFIG_FILE, config_dict)
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "git_commit": _git_commit(),
+        "data": {str(path): fingerprint(path) for path in data_files},
+    }
+    write_json_atomically(run_dir / RUN_INFO_FILE, info)
+    return run_dir / RUN_INFO_FILE
+
+
+def fingerprint(path) -> dict:
+    """A quick identity of a split file: its metadata and a hash of its labels and first
+    and last image chunks (hashing a 100 GB file would take longer than it is worth)."""
+    with open_split(path) as handle:
+        images, labels = handle["images"], handle["labels"]
+        digest = hashlib.sha256(labels[()].tobytes())
+        rows = images.chunks[0] if images.chunks else 1
+        for part in (images[:rows], images[-rows:]):
+            for item in part if images.dtype == object else [part]:
+                digest.update(item.tobytes())
+        return {
+            "bytes": Path(path).stat().st_size,
+            "num_samples": int(labels.shape[0]),
+            "source": str(handle.attrs["source"]),
+            "format_version": int(handle.attrs["format_version"]),
+            "sha256_labels_and_edges": digest.hexdigest(),
+        }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    """The commit of the pipeline's own checkout, with '+dirty' for local changes."""
+    repository = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repository), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repository), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
