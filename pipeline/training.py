@@ -271,6 +271,9 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
                     epochs=end_epoch,
                     initial_epoch=first_epoch,
                     callbacks=callbacks,
+                    # The generator shuffles, by (seed, epoch); Keras' own shuffle would
+                    # reorder its batches with Python's global RNG, unrepeatably.
+                    shuffle=False,
                     # The one-line progress bar rewrites itself with \\r, which fills log files.
                     verbose=1 if sys.stdout.isatty() else 2,
                 )

@@ -1,0 +1,127 @@
+"""Training that survives ctrl+c: interrupt mid-epoch, resume, and end where an
+uninterrupted run ends; the run directory's lock, state and records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }'
+
+# Runs in a fresh process: deterministic kernels and the SIGINT handler are process-wide.
+EXACT_RESUME = """
+import os, signal, sys
+import keras, numpy as np
+from pipeline.config import load_config
+from pipeline.nn.model_io import load_model
+from pipeline.training import train
+
+digits, scratch = sys.argv[1], sys.argv[2]
+config = load_config(None, [
+    f"data.dataset_dir={digits}", "training.epochs=3", "training.batch_size=128",
+    "training.checkpoint_every=1", "training.deterministic=true", "training.schedule=cosine",
+    "training.warmup_epochs=1", 'data.augment=[{name = "pad_crop", pad = 2}]', TINY,
+])
+
+class CtrlC(keras.callbacks.Callback):
+    # Presses ctrl+c while batch 4 of epoch 1 (the second epoch) trains.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 1 and batch == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+straight = train(config, run_dir=f"{scratch}/straight")
+stopped = train(config, run_dir=f"{scratch}/stopped", callbacks=[CtrlC()])
+assert stopped.interrupted is not None, "no interrupt"
+print("interrupted at", stopped.interrupted.epoch, stopped.interrupted.batch)
+resumed = train(config, run_dir=f"{scratch}/stopped", resume=True)
+a = load_model(straight.final_checkpoint).get_weights()
+b = load_model(resumed.final_checkpoint).get_weights()
+print("max difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
+print("histories", straight.history["loss"], resumed.history["loss"])
+""".replace("TINY", repr(TINY))
+
+
+def run_python(code, *args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+
+
+def test_ctrl_c_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(
+    tmp_path, digits_dir
+):
+    completed = run_python(EXACT_RESUME, digits_dir, tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "interrupted at 1 5" in completed.stdout  # epoch 1, after 5 of its 10 batches
+    difference = float(completed.stdout.split("max difference")[1].split()[0])
+    assert difference <= 1e-6
+    state = json.loads((tmp_path / "stopped" / "interrupt.json").read_text())
+    assert (state["epoch"], state["batch"]) == (1, 5)
+    history = json.loads((tmp_path / "stopped" / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3]
+
+
+def start_training(run_dir, digits_dir, *extra):
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--checkpoints", str(run_dir),
+         "--set", f"data.dataset_dir={digits_dir}", "--set", TINY,
+         "--set", "training.batch_size=8", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+
+
+def wait_for(path: Path, process, timeout=240):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def test_the_ctrl_c_workflow_through_the_script(tmp_path, digits_dir):
+    run_dir = tmp_path / "run"
+    process = start_training(
+        run_dir, digits_dir, "--epochs", "4", "--set", "training.checkpoint_every=1"
+    )
+    # The first epoch is done when the history appears; ctrl+c lands in the second.
+    wait_for(run_dir / "history.json", process)
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=240)
+    assert process.returncode == 130, errors[-3000:]
+    assert "finishing the current batch" in errors
+    resume_line = [line for line in output.splitlines() if line.startswith("resume with: ")]
+    assert resume_line == [f"resume with: python train.py --checkpoints {run_dir} --resume"]
+    state = json.loads((run_dir / "interrupt.json").read_text())
+    assert state["epoch"] >= 1 and (run_dir / "interrupt.keras").is_file()
+
+    # A second run on the same directory while one trains is refused by the lock.
+    held = start_training(run_dir, digits_dir, "--resume", "--lr", "0.01")
+    wait_for(run_dir / "train.lock", held)
+    time.sleep(3)  # the first run now holds the lock (it takes it before loading data)
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--checkpoints", str(run_dir), "--resume"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "another training run" in refused.stderr
+    output, errors = held.communicate(timeout=300)
+    assert held.returncode == 0, errors[-3000:]
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3, 4]
+    # The rate given on resume is the rate used from the resumed epoch on.
+    assert history["learning_rate"][-1] == pytest.approx(0.01)
+    assert history["learning_rate"][0] == pytest.approx(0.05)
+    assert json.loads((run_dir / "latest.json").read_text())["checkpoint"] == "epoch_0004.keras"
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["packages"]["keras"] and len(info["data"]) == 2
+    assert "resuming from" in (run_dir / "train.log").read_text()
