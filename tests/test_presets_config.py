@@ -1,0 +1,36 @@
+"""Every experiment preset in config/ loads, names a buildable network and valid augmentations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import CONFIG_DIR, load_config
+from pipeline.io.augment import build_augmenter
+from pipeline.nn.model_io import spec_for
+
+PRESET_FILES = sorted(Path(CONFIG_DIR).glob("*.toml"))
+
+
+def test_there_are_presets_for_the_reference_experiments():
+    names = {path.stem for path in PRESET_FILES}
+    expected = {
+        "digits",
+        "cifar10_resnet56_ctrl_c",
+        "cifar10_resnet56_decay",
+        "cifar10_resnet110_paper",
+        "tiny_imagenet_resnet41",
+        "caltech256_resnet20",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", PRESET_FILES, ids=lambda path: path.stem)
+def test_preset_loads_and_its_parts_are_valid(path):
+    config = load_config(path)
+    spec = spec_for(config.model)
+    assert spec.depth > 2
+    build_augmenter(config.data.augment, covariance=np.eye(3))
+    # Each preset says how to run it and what it should reach.
+    text = path.read_text()
+    assert "python " in text and "Expected" in text
