@@ -174,6 +174,10 @@ def open_data(config: ExperimentConfig, distribution):
     )
     # Each worker feeds its replicas; Keras splits a worker's batch between them.
     worker_batch = max(1, training.batch_size // distribution.num_workers)
+    # JAX splits each batch evenly over its devices; TensorFlow's strategies need not.
+    loading["batch_multiple"] = (
+        distribution.num_replicas if distribution.name == "data_parallel" else 1
+    )
     train_data = HDF5DatasetGenerator(
         split_path(data.dataset_dir, data.train_split),
         worker_batch,
@@ -188,6 +192,7 @@ def open_data(config: ExperimentConfig, distribution):
     val_data = None
     if val_path.exists():
         val_batch = min(worker_batch, read_split_info(val_path).num_samples)
+        val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
     return train_data, val_data
 

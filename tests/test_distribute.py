@@ -1,9 +1,12 @@
 """Distribution strategies and precisions, each in a fresh process: both are process-wide."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,3 +88,30 @@ def test_multiworker_is_refused_with_the_reason_on_tensorflow():
     completed = run_python(code)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "refused:" in completed.stdout and "keras-team/keras#20585" in completed.stdout
+
+
+JAX_DATA_PARALLEL = (
+    COMMON
+    + """
+import keras
+from pipeline.distribute import setup_distribution
+from pipeline.training import train
+assert keras.backend.backend() == "jax"
+result = train(tiny_config(sys.argv[1], "training.distribute=auto"), run_dir=sys.argv[2])
+print("devices", len(keras.distribution.distribution().device_mesh.devices.ravel()))
+print("final_loss", result.history["loss"][-1])
+"""
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_data_parallel_on_two_simulated_jax_devices(tmp_path, digits_dir):
+    completed = run_python(
+        JAX_DATA_PARALLEL,
+        digits_dir,
+        tmp_path / "run",
+        env={"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "devices 2" in completed.stdout
+    assert float(completed.stdout.split("final_loss")[1].split()[0]) < 10

@@ -40,6 +40,8 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
       when the images take at most a quarter of RAM.
     - Sharding: worker `shard_index` of `num_shards` gets a disjoint,
       contiguous part of every epoch's order (the parts cover the epoch).
+    - `batch_multiple`: for data-parallel training on several devices, the last
+      batch is cut to a multiple of the device count (see samples_per_epoch).
     - Batches: uint8 RGB images and int32 labels; normalisation is in the
       model. JPEG-encoded splits are decoded here; `image_size` is the size
       the model eats (JPEG images are scaled and centre-cropped to it unless
@@ -59,6 +61,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         shuffle_buffer: int | None = None,
         shard_index: int = 0,
         num_shards: int = 1,
+        batch_multiple: int = 1,
         **pydataset_options,
     ) -> None:
         super().__init__(**pydataset_options)
@@ -75,7 +78,16 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
                 f"batch_size must be between 1 and the {self.num_samples} samples of "
                 f"{db_path}{' in this shard' if num_shards > 1 else ''}, got {batch_size}"
             )
+        if batch_size % batch_multiple:
+            raise UserError(
+                f"batch_size {batch_size} must be a multiple of the {batch_multiple} devices "
+                f"training in parallel"
+            )
         self.batch_size = batch_size
+        # Data-parallel training on JAX splits every batch evenly between devices, so
+        # the last, partial batch is cut to a multiple of their number: fewer than
+        # batch_multiple samples sit out each epoch, different ones every epoch.
+        self.samples_per_epoch = self.num_samples - (self.num_samples % batch_size) % batch_multiple
         self.image_size = _check_image_size(self.info, image_size, db_path)
         self.augmenter = (
             augment
@@ -101,7 +113,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.num_samples / self.batch_size)
+        return math.ceil(self.samples_per_epoch / self.batch_size)
 
     def __len__(self) -> int:
         """Batches left in the current epoch (all of them unless resumed mid-epoch)."""
@@ -139,7 +151,8 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         if cached_epoch != epoch:
             order = self.epoch_order(epoch)
             self._cached_order = (epoch, order)
-        indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        stop = min((batch + 1) * self.batch_size, self.samples_per_epoch)
+        indices = order[batch * self.batch_size : stop]
         return self.load_batch(indices, epoch, batch), self.storage.labels[indices]
 
     def load_batch(self, indices: np.ndarray, epoch: int, batch: int) -> np.ndarray:

@@ -99,3 +99,15 @@ def test_jpeg_encoded_split_is_decoded_to_the_requested_size(tmp_path):
     assert batch.shape == (3, 16, 16, 3) and batch.dtype == np.uint8
     for image, label in zip(batch, labels, strict=True):
         np.testing.assert_allclose(image[8, 8], colours[label], atol=6)
+
+
+def test_batch_multiple_cuts_the_last_batch_to_a_multiple_of_the_devices(numbered_split):
+    generator = HDF5DatasetGenerator(numbered_split, 8, seed=1, batch_multiple=4)
+    # 37 samples in batches of 8: the last batch of 5 is cut to 4.
+    assert generator.samples_per_epoch == 36 and len(generator) == 5
+    for epoch in range(2):
+        generator.set_epoch(epoch)
+        sizes = [len(generator[index][1]) for index in range(len(generator))]
+        assert sizes == [8, 8, 8, 8, 4]
+    with pytest.raises(UserError, match="multiple of the 3 devices"):
+        HDF5DatasetGenerator(numbered_split, 8, batch_multiple=3)
