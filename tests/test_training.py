@@ -125,3 +125,32 @@ def test_the_ctrl_c_workflow_through_the_script(tmp_path, digits_dir):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["keras"] and len(info["data"]) == 2
     assert "resuming from" in (run_dir / "train.log").read_text()
+
+
+SECOND_CTRL_C = """
+import os, signal, sys
+import keras
+from pipeline.config import load_config
+from pipeline.training import train
+
+class TwiceCtrlC(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+config = load_config(None, [f"data.dataset_dir={sys.argv[1]}", "training.epochs=2", TINY])
+try:
+    train(config, run_dir=sys.argv[2], callbacks=[TwiceCtrlC()])
+except KeyboardInterrupt:
+    print("stopped at once")
+print("handler restored", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+""".replace("TINY", repr(TINY))
+
+
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, digits_dir):
+    completed = run_python(SECOND_CTRL_C, digits_dir, tmp_path / "run")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "stopped at once" in completed.stdout
+    assert "handler restored True" in completed.stdout
+    assert not (tmp_path / "run" / "interrupt.keras").exists()
