@@ -40,6 +40,9 @@ def train_args(digits_dir, run_dir, epochs):
         f"data.dataset_dir={digits_dir}",
         "--set",
         "training.checkpoint_every=1",
+        # The ctrl+c way: a constant rate that --lr replaces (train_decay.py decays it).
+        "--set",
+        "training.schedule=constant",
         *TINY_MODEL,
     ]
 

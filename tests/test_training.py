@@ -75,7 +75,7 @@ def start_training(run_dir, digits_dir, *extra):
     return subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), "--checkpoints", str(run_dir),
          "--set", f"data.dataset_dir={digits_dir}", "--set", TINY,
-         "--set", "training.batch_size=8", *extra],
+         "--set", "training.batch_size=8", "--set", "training.schedule=constant", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
