@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.evaluation import evaluate, newest_checkpoint, rank_k_accuracy, rank_k_hits
+from pipeline.evaluation import (
+    evaluate,
+    newest_checkpoint,
+    rank_k_accuracy,
+    rank_k_hits,
+    write_report,
+)
 from tests.conftest import write_split_file
 
 NUM_CLASSES = 10
@@ -77,7 +83,7 @@ def test_evaluate_counts_every_sample_with_exact_ranks(tmp_path, planted_split, 
     assert report["rank5_correct"] == int(np.sum(np.abs(offsets) <= 2))
     assert report["rank1"] == pytest.approx(np.mean(offsets == 0))
     assert report["rank5"] == pytest.approx(np.mean(np.abs(offsets) <= 2))
-    json.dumps(report)  # the report must be writable as JSON
+    json.loads(write_report(report, tmp_path / "report.json").read_text())  # valid JSON
 
 
 def test_model_with_another_class_count_is_refused(tmp_path, planted_split):

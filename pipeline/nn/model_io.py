@@ -69,13 +69,16 @@ def load_model(path: str | Path) -> keras.Model:
 
 
 def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, image_shape) -> None:
-    """Refuse a model whose class count or input shape differs from the data's."""
+    """Refuse a model whose class count differs from the data's, or whose input shape
+    differs from `image_shape` (None: not checked)."""
     num_outputs = model.output_shape[-1]
     if num_outputs != info.num_classes:
         raise UserError(
             f"model {model_path} predicts {num_outputs} classes but {info.path} has "
             f"{info.num_classes}; use a model trained on this data set"
         )
+    if image_shape is None:
+        return
     expected = model.input_shape[1:]
     fits = len(expected) == len(info.image_shape) and all(
         size is None or size == actual
