@@ -64,11 +64,13 @@ def write_json_atomically(path: Path, content) -> None:
     os.replace(temporary, path)
 
 
-def save_checkpoint(model, path, *, epoch: int, batch: int = 0, config=None, extra=None) -> Path:
-    """Save model (weights and optimizer) and its state, atomically, then point latest at it.
+def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> Path:
+    """Save model (weights and optimizer) and its state file, each atomically.
 
     `epoch` counts completed epochs; `batch` the batches done in the next one
-    (non-zero only for an interrupt). The resolved config travels with it.
+    (non-zero only for an interrupt). `extra` joins the state: the training
+    loop adds the resolved config and the class names, so that a checkpoint
+    says what it is without its run directory.
     """
     path = Path(path)
     # Keras insists on the .keras extension, so the temporary name keeps it.
@@ -76,8 +78,6 @@ def save_checkpoint(model, path, *, epoch: int, batch: int = 0, config=None, ext
     model.save(temporary)
     os.replace(temporary, path)
     state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
-    if config is not None:
-        state["config"] = config
     write_json_atomically(state_path(path), state)
     return path
 

@@ -236,15 +236,16 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
     training = config.training
     config_dict = config.to_dict()
     loader_sync = LoaderEpochSync(train_data)
+    state = {"config": config_dict, "class_names": list(train_data.info.class_names)}
     checkpoint = EpochCheckpoint(
         run_dir,
         training.checkpoint_every,
-        config=config_dict,
+        state=state,
         keep_last=training.keep_last,
         best_metric=training.best_metric,
     )
     monitor = TrainingMonitor(run_dir, start.epoch)
-    interrupt = InterruptCheckpoint(run_dir, train_data.batches_per_epoch, config=config_dict)
+    interrupt = InterruptCheckpoint(run_dir, train_data.batches_per_epoch, state=state)
     callbacks = [loader_sync, *_schedule_callbacks(training, train_data, learning_rate)]
     callbacks += [
         keras.callbacks.TerminateOnNaN(),

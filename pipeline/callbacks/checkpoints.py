@@ -29,12 +29,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, run_dir, every: int, *, config=None, keep_last=0, best_metric="", save_final=True
+        self, run_dir, every: int, *, state=None, keep_last=0, best_metric="", save_final=True
     ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.every = every
-        self.config = config
+        # Saved in every checkpoint's state file (the config, the class names).
+        self.state = state or {}
         self.keep_last = keep_last
         self.best_metric = best_metric
         self.save_final = save_final
@@ -70,7 +71,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model,
             checkpoint_path(self.run_dir, completed_epochs),
             epoch=completed_epochs,
-            config=self.config,
+            extra=self.state,
         )
         point_latest(self.run_dir, path)
         self.last_saved_epoch = completed_epochs
@@ -94,8 +95,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.model,
                 self.run_dir / BEST,
                 epoch=completed,
-                config=self.config,
-                extra={"metric": self.best_metric, "value": value},
+                extra={**self.state, "metric": self.best_metric, "value": value},
             )
 
 

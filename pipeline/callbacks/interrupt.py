@@ -28,11 +28,11 @@ class InterruptCheckpoint(keras.callbacks.Callback):
     callback list: on an epoch's last batch it waits for the epoch's end, so that the
     other callbacks record that epoch first."""
 
-    def __init__(self, run_dir, batches_per_epoch: int, *, config=None, start_batch: int = 0):
+    def __init__(self, run_dir, batches_per_epoch: int, *, state=None, start_batch: int = 0):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.batches_per_epoch = batches_per_epoch
-        self.config = config
+        self.state = state or {}
         # Batches of the first epoch already done before this fit (a mid-epoch resume).
         self.start_batch = start_batch
         self.requested = False
@@ -75,7 +75,7 @@ class InterruptCheckpoint(keras.callbacks.Callback):
 
     def _save_and_stop(self, epoch: int, batch: int) -> None:
         path = save_checkpoint(
-            self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, config=self.config
+            self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, extra=self.state
         )
         point_latest(self.run_dir, path)
         raise TrainingInterrupted(path, epoch, batch)

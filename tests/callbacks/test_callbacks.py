@@ -26,7 +26,11 @@ def fit(model, callbacks, epochs, initial_epoch=0, inputs=None):
 
 
 def test_checkpoints_every_n_epochs_and_always_at_the_end_with_their_state(tmp_path):
-    fit(tiny_model(), [EpochCheckpoint(tmp_path, every=2, config={"name": "x"})], epochs=5)
+    fit(
+        tiny_model(),
+        [EpochCheckpoint(tmp_path, every=2, state={"config": {"name": "x"}})],
+        epochs=5,
+    )
     assert sorted(list_checkpoints(tmp_path)) == [2, 4, 5]
     assert not list(tmp_path.glob("*partial*"))
     state = read_state(tmp_path / "epoch_0004.keras")

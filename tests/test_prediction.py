@@ -1,0 +1,49 @@
+import json
+
+import cv2
+import keras
+import numpy as np
+
+import predict
+
+
+def colour_model():
+    """Class 0 for red images, 1 for green, 2 for blue: softmax of the mean colour."""
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="scores")(pooled)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("scores").set_weights(
+        [np.eye(3, dtype="float32") * 0.1, np.zeros(3, "float32")]
+    )
+    return model
+
+
+def test_predict_prints_the_top_classes_with_names_and_skips_bad_files(tmp_path, capsys):
+    model_path = tmp_path / "model.keras"
+    colour_model().save(model_path)
+    (tmp_path / "model.json").write_text(
+        json.dumps({"epoch": 1, "batch": 0, "class_names": ["red", "green", "blue"]})
+    )
+    folder = tmp_path / "images"
+    folder.mkdir()
+    # OpenCV writes BGR: (0, 0, 255) is red on disk.
+    cv2.imwrite(str(folder / "red.png"), np.full((20, 30, 3), (0, 0, 255), np.uint8))
+    cv2.imwrite(str(folder / "blue.png"), np.full((12, 12, 3), (255, 0, 0), np.uint8))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    assert predict.main([str(folder), "--model", str(model_path), "--top", "2"]) == 0
+    captured = capsys.readouterr()
+    lines = dict(line.split(": ", 1) for line in captured.out.strip().splitlines())
+    assert lines[str(folder / "red.png")].startswith("red 100.0%") or lines[
+        str(folder / "red.png")
+    ].startswith("red ")
+    assert lines[str(folder / "blue.png")].split(",")[0].startswith("blue")
+    assert len(lines[str(folder / "blue.png")].split(",")) == 2
+    assert f"skipped {folder / 'broken.jpg'}" in captured.err
+
+
+def test_a_missing_target_is_a_one_line_error(tmp_path, capsys):
+    model_path = tmp_path / "model.keras"
+    colour_model().save(model_path)
+    assert predict.main([str(tmp_path / "nothing"), "--model", str(model_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
