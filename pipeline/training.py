@@ -96,6 +96,12 @@ def train(
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
+        if start.batch >= train_data.batches_per_epoch:
+            raise UserError(
+                f"{start.checkpoint} stopped after batch {start.batch} of an epoch, but an epoch "
+                f"now has {train_data.batches_per_epoch} batches: resume with the batch size "
+                f"it was trained with, or from an epoch checkpoint (--start_epoch)"
+            )
         with distribution.scope:
             model = _prepare_model(config, start, train_data, learning_rate)
         write_run_info(
