@@ -1,6 +1,6 @@
 """Write a PNG grid of augmented train samples: each row is one image, then its augmentations.
 
-python show_augmentation.py --config config/cifar10_resnet56.toml --output augment.png
+python show_augmentation.py --config config/cifar10_resnet56_ctrl_c.toml --output augment.png
 """
 
 import sys

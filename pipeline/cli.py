@@ -54,7 +54,7 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
     `schedule` replaces a constant schedule (train_decay.py: polynomial).
     """
     args = training_parser(description).parse_args(argv)
-    run_dir = Path(args.checkpoints or load_config(None, args.overrides).checkpoints)
+    run_dir = Path(args.checkpoints or load_config(args.config, args.overrides).checkpoints)
     resuming = args.resume or args.model or args.start_epoch
     config_path = args.config
     if config_path is None and resuming and (run_dir / CONFIG_FILE).is_file():

@@ -8,7 +8,6 @@ type is a UserError. The resolved config is saved in every run directory.
 import dataclasses
 import json
 import tomllib
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -120,7 +119,8 @@ class TrainingConfig:
     jit_compile: bool = False
     # Same weights from the same config on the same machine (slower on GPUs).
     deterministic: bool = False
-    # "none", "auto", "mirrored" (several GPUs) or "multiworker" (from TF_CONFIG).
+    # "none", "auto" or "mirrored" (several GPUs; DataParallel on JAX). "multiworker" is
+    # refused for now: Keras 3's fit fails with it on TensorFlow (keras-team/keras#20585).
     distribute: str = "none"
     seed: int = 0
 
@@ -213,8 +213,6 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, list | tuple):
             raise UserError(f"config key '{key}' in {source} must be a list, got {value!r}")
         return tuple(_coerce(item_type, item, key, source) for item in value)
-    if origin in (typing.Union, types.UnionType):
-        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     # bool is a subclass of int: refuse `epochs = true` explicitly.

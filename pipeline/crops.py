@@ -7,14 +7,9 @@ image per scale; no per-image Python work on the crops themselves.
 import cv2
 import numpy as np
 
+from pipeline.datasets.images import resize_shorter_side
+
 NUM_TEN_CROPS = 10
-
-
-def center_crops(images: np.ndarray, size: int) -> np.ndarray:
-    """The central size x size window of each image (n, H, W, 3)."""
-    height, width = images.shape[1:3]
-    top, left = (height - size) // 2, (width - size) // 2
-    return images[:, top : top + size, left : left + size]
 
 
 def ten_crops(images: np.ndarray, size: int) -> np.ndarray:
@@ -43,8 +38,4 @@ def ten_crops(images: np.ndarray, size: int) -> np.ndarray:
 
 def resize_shorter_sides(images: np.ndarray, shorter_side: int) -> np.ndarray:
     """Each image (all of one size) scaled so that its shorter side is `shorter_side`."""
-    height, width = images.shape[1:3]
-    scale = shorter_side / min(height, width)
-    new_size = (max(shorter_side, round(width * scale)), max(shorter_side, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(image, new_size, interpolation=interpolation) for image in images])
+    return np.stack([resize_shorter_side(image, shorter_side) for image in images])

@@ -14,12 +14,10 @@ from pipeline.errors import UserError
 
 @dataclasses.dataclass
 class Distribution:
-    """How training is spread: a scope to build the model in, replicas, and this worker's shard."""
+    """How training is spread: a scope to build the model in, and the number of replicas."""
 
     scope: contextlib.AbstractContextManager
     num_replicas: int = 1
-    worker_index: int = 0
-    num_workers: int = 1
     name: str = "none"
 
 

@@ -192,7 +192,7 @@ def build_report(probabilities, labels, info, model_path, split_file, mode, scal
 
 
 def write_report(report: dict, path: str | Path) -> Path:
-    """The report as JSON (arrays of predictions left out), and the confusion picture beside it."""
+    """The report as JSON (the arrays of predictions and labels left out)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     serialisable = {key: value for key, value in report.items() if key not in ARRAYS}

@@ -24,7 +24,10 @@ def image_paths(target) -> list[str]:
     """The file itself, or every file below a folder."""
     target = Path(target)
     if target.is_dir():
-        return files_under(target)
+        paths = files_under(target)
+        if not paths:
+            raise UserError(f"{target} holds no files")
+        return paths
     if not target.is_file():
         raise UserError(f"{target} is neither an image file nor a folder")
     return [str(target)]

@@ -37,6 +37,7 @@ from pipeline.run_dir import (
     RUN_INFO_FILE,
     latest_checkpoint,
     list_checkpoints,
+    point_latest,
     read_state,
     run_lock,
     state_path,
@@ -53,6 +54,8 @@ class StartPoint:
     checkpoint: Path | None
     epoch: int = 0  # completed epochs
     batch: int = 0  # batches already done in the next epoch (a mid-epoch interrupt)
+    # The batch size the position was counted in (from the checkpoint's config).
+    batch_size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +99,11 @@ def train(
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
-        if start.batch >= train_data.batches_per_epoch:
+        if start.batch and start.batch_size != training.batch_size:
             raise UserError(
-                f"{start.checkpoint} stopped after batch {start.batch} of an epoch, but an epoch "
-                f"now has {train_data.batches_per_epoch} batches: resume with the batch size "
-                f"it was trained with, or from an epoch checkpoint (--start_epoch)"
+                f"{start.checkpoint} stopped after batch {start.batch} of batch size "
+                f"{start.batch_size}, not {training.batch_size}: resume mid-epoch with the same "
+                f"batch size, or from an epoch checkpoint (--start_epoch)"
             )
         with distribution.scope:
             model = _prepare_model(config, start, train_data, learning_rate)
@@ -121,16 +124,15 @@ def resolve_start(
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
             raise UserError(f"nothing to resume in {run_dir}: it holds no checkpoint")
-        state = read_state(checkpoint)
-        return StartPoint(checkpoint, state["epoch"], state["batch"])
+        return _start_from(checkpoint, read_state(checkpoint))
     if model_path is not None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise UserError(f"--model {model_path} does not exist")
         state = read_state(model_path)
-        if start_epoch is None:
-            return StartPoint(model_path, state["epoch"], state["batch"])
-        return StartPoint(model_path, start_epoch, 0)
+        if start_epoch is not None:
+            state = {**state, "epoch": start_epoch, "batch": 0}
+        return _rewind(run_dir, _start_from(model_path, state))
     existing = list_checkpoints(run_dir)
     if start_epoch:
         if start_epoch not in existing:
@@ -139,7 +141,7 @@ def resolve_start(
                 f"no checkpoint for epoch {start_epoch} in {run_dir} "
                 f"(epochs with checkpoints: {available})"
             )
-        return StartPoint(existing[start_epoch], start_epoch, 0)
+        return _rewind(run_dir, StartPoint(existing[start_epoch], start_epoch, 0))
     leftovers = [run_dir / name for name in (HISTORY_FILE, INTERRUPT)]
     if existing or any(path.exists() for path in leftovers):
         if not overwrite:
@@ -158,6 +160,22 @@ def resolve_start(
     return StartPoint(None, 0, 0)
 
 
+def _start_from(checkpoint: Path, state: dict) -> StartPoint:
+    batch_size = state.get("config", {}).get("training", {}).get("batch_size")
+    return StartPoint(checkpoint, state["epoch"], state["batch"], batch_size)
+
+
+def _rewind(run_dir: Path, start: StartPoint) -> StartPoint:
+    """Going back to an earlier checkpoint abandons what came after it: latest.json
+    names the checkpoint resumed from, so a crash before the next save cannot send a
+    later --resume (or rank_accuracy.py) to the abandoned branch."""
+    if start.checkpoint.resolve().parent == run_dir.resolve():
+        point_latest(run_dir, start.checkpoint)
+    else:
+        (run_dir / LATEST).unlink(missing_ok=True)
+    return start
+
+
 def clear_run(run_dir: Path) -> None:
     """Delete a run's checkpoints, their states and its records (for --overwrite)."""
     checkpoints = [*list_checkpoints(run_dir).values(), run_dir / INTERRUPT, run_dir / BEST]
@@ -170,7 +188,7 @@ def clear_run(run_dir: Path) -> None:
 
 
 def open_data(config: ExperimentConfig, distribution):
-    """The train generator (this worker's shard, its share of the global batch) and val."""
+    """The train and validation generators (Keras splits each batch between replicas)."""
     data, training = config.data, config.training
     loading = dict(
         image_size=data.image_size or None,
@@ -178,26 +196,22 @@ def open_data(config: ExperimentConfig, distribution):
         shuffle_buffer=data.shuffle_buffer or None,
         workers=data.workers,
     )
-    # Each worker feeds its replicas; Keras splits a worker's batch between them.
-    worker_batch = max(1, training.batch_size // distribution.num_workers)
     # JAX splits each batch evenly over its devices; TensorFlow's strategies need not.
     loading["batch_multiple"] = (
         distribution.num_replicas if distribution.name == "data_parallel" else 1
     )
     train_data = HDF5DatasetGenerator(
         split_path(data.dataset_dir, data.train_split),
-        worker_batch,
+        training.batch_size,
         shuffle=True,
         augment=data.augment,
         seed=training.seed,
-        shard_index=distribution.worker_index,
-        num_shards=distribution.num_workers,
         **loading,
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
     if val_path.exists():
-        val_batch = min(worker_batch, read_split_info(val_path).num_samples)
+        val_batch = min(training.batch_size, read_split_info(val_path).num_samples)
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
     return train_data, val_data
@@ -251,7 +265,7 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
         best_metric=training.best_metric,
     )
     monitor = TrainingMonitor(run_dir, start.epoch)
-    interrupt = InterruptCheckpoint(run_dir, train_data.batches_per_epoch, state=state)
+    interrupt = InterruptCheckpoint(run_dir, train_data, state=state)
     callbacks = [loader_sync, *_schedule_callbacks(training, train_data, learning_rate)]
     callbacks += [
         keras.callbacks.TerminateOnNaN(),
@@ -274,7 +288,7 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
         with interrupt.listening():
             for number, (first_epoch, first_batch, end_epoch) in enumerate(phases):
                 train_data.set_epoch(first_epoch, first_batch)
-                loader_sync.start_batch = interrupt.start_batch = first_batch
+                # The second phase continues the history the first one wrote.
                 monitor.start_epoch = first_epoch
                 checkpoint.save_final = number == len(phases) - 1
                 model.fit(

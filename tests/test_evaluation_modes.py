@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import rank_accuracy
-from pipeline.crops import center_crops, resize_shorter_sides, ten_crops
+from pipeline.crops import resize_shorter_sides, ten_crops
+from pipeline.datasets.images import center_crop
 from pipeline.evaluation import evaluate, fully_convolutional, predict_split
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.reports import most_confused_pairs, per_class_figures, plot_confusion
@@ -33,7 +34,7 @@ def test_ten_crops_are_the_corners_and_centre_then_their_mirrors():
     for position, (top, left) in enumerate(top_lefts):
         np.testing.assert_array_equal(crops[position], images[:, top : top + 6, left : left + 6])
         np.testing.assert_array_equal(crops[position + 5], crops[position][:, :, ::-1])
-    np.testing.assert_array_equal(crops[4], center_crops(images, 6))
+    np.testing.assert_array_equal(crops[4], [center_crop(image, 6, 6) for image in images])
 
 
 def test_resize_keeps_the_aspect_ratio_from_the_shorter_side():

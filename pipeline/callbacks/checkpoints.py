@@ -16,6 +16,7 @@ from pipeline.run_dir import (
     checkpoint_path,
     list_checkpoints,
     point_latest,
+    read_state,
     save_checkpoint,
 )
 
@@ -39,15 +40,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.keep_last = keep_last
         self.best_metric = best_metric
         self.save_final = save_final
-        self.best_value = None
+        # A resumed run competes with the best of the epochs before it.
+        best = self.run_dir / BEST
+        previous = read_state(best) if best.is_file() else {}
+        self.best_value = previous.get("value") if previous.get("metric") == best_metric else None
         self.last_completed_epoch = None
         self.last_saved_epoch = None
         self.diverged = False
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = True
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

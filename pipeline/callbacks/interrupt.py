@@ -28,13 +28,13 @@ class InterruptCheckpoint(keras.callbacks.Callback):
     callback list: on an epoch's last batch it waits for the epoch's end, so that the
     other callbacks record that epoch first."""
 
-    def __init__(self, run_dir, batches_per_epoch: int, *, state=None, start_batch: int = 0):
+    def __init__(self, run_dir, generator, *, state=None):
         super().__init__()
         self.run_dir = Path(run_dir)
-        self.batches_per_epoch = batches_per_epoch
+        # The training generator knows the batches per epoch and, after a mid-epoch
+        # resume, how many batches of the current epoch were done before this fit.
+        self.generator = generator
         self.state = state or {}
-        # Batches of the first epoch already done before this fit (a mid-epoch resume).
-        self.start_batch = start_batch
         self.requested = False
         self.epoch = 0
         self.offset = 0
@@ -61,16 +61,18 @@ class InterruptCheckpoint(keras.callbacks.Callback):
             signal.signal(signal.SIGINT, previous)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.offset, self.start_batch = self.start_batch, 0
+        # LoaderEpochSync, earlier in the list, has set the generator's position.
+        self.epoch, self.offset = epoch, self.generator.start_batch
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.offset + batch + 1
-        if self.requested and done < self.batches_per_epoch:
+        if self.requested and done < self.generator.batches_per_epoch:
             self._save_and_stop(self.epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.requested:
+        # After the last epoch there is nothing to resume: training ends as usual,
+        # with its final checkpoint.
+        if self.requested and epoch + 1 < self.params.get("epochs", 0):
             self._save_and_stop(epoch + 1, 0)
 
     def _save_and_stop(self, epoch: int, batch: int) -> None:

@@ -12,12 +12,12 @@ class LoaderEpochSync(keras.callbacks.Callback):
     keeps the order right after a resume at `initial_epoch`.
     """
 
-    def __init__(self, generator, start_batch: int = 0) -> None:
+    def __init__(self, generator) -> None:
         super().__init__()
         self.generator = generator
-        # The first epoch of a mid-epoch resume starts at this batch; the others at 0.
-        self.start_batch = start_batch
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.generator.set_epoch(epoch, self.start_batch)
-        self.start_batch = 0
+        # A new epoch starts at its first batch; the epoch the training loop positioned
+        # the generator in (a mid-epoch resume) keeps its start batch.
+        if epoch != self.generator.epoch:
+            self.generator.set_epoch(epoch)

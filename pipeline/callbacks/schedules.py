@@ -9,9 +9,6 @@ resumed mid-epoch) follow exactly the rates of an uninterrupted one.
 import math
 from collections.abc import Callable
 
-from pipeline.config import SCHEDULES
-from pipeline.errors import UserError
-
 
 def polynomial_decay(epoch: int, *, initial_rate: float, total_epochs: int, power: float = 1.0):
     """initial_rate * (1 - epoch / total_epochs) ** power; power 1 is a linear decay to 0."""
@@ -44,9 +41,7 @@ def make_schedule(
 ) -> Callable[[int], float] | None:
     """The rate for each step under `training.schedule`; None where the optimizer's own rate
     is left alone (constant: the ctrl+c way, and plateau: Keras' ReduceLROnPlateau)."""
-    kind = training.schedule
-    if kind not in SCHEDULES:
-        raise UserError(f"training.schedule must be one of {SCHEDULES}, got {kind!r}")
+    kind = training.schedule  # validated by TrainingConfig
     if kind in ("constant", "plateau"):
         return None
 

@@ -15,6 +15,7 @@ import inspect
 import cv2
 import numpy as np
 
+from pipeline.datasets.images import resize_shorter_side
 from pipeline.errors import UserError
 
 FILL_MODES = {
@@ -223,11 +224,7 @@ class ScaleCrop:
         for index, (image, side, (down, across)) in enumerate(
             zip(images, sides, positions, strict=True)
         ):
-            height, width = image.shape[:2]
-            scale = side / min(height, width)
-            new_size = (max(side, round(width * scale)), max(side, round(height * scale)))
-            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            resized = cv2.resize(image, new_size, interpolation=interpolation)
+            resized = resize_shorter_side(image, side)
             top = int(down * (resized.shape[0] - self.size + 1))
             left = int(across * (resized.shape[1] - self.size + 1))
             output[index] = resized[top : top + self.size, left : left + self.size]

@@ -94,6 +94,11 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             if isinstance(augment, Augmenter)
             else build_augmenter(augment or (), covariance=self.info.covariance)
         )
+        if self.augmenter.sizes_images and self.augmenter.steps[0].size != self.image_size:
+            raise UserError(
+                f"the scale augmentation crops {self.augmenter.steps[0].size} pixels but "
+                f"data.image_size is {self.image_size}: make them equal"
+            )
         self.storage = self._open_storage(storage, shuffle_buffer)
         self.epoch = 0
         self.start_batch = 0

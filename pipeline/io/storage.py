@@ -1,8 +1,8 @@
 """Where a generator's images come from: all of a split in memory, or blocks read on demand.
 
-Both open the HDF5 file lazily in the process that reads (a forked or
-spawned worker opens its own handle, since HDF5 handles do not survive a
-fork) and are safe to share between the threads of a thread pool.
+Both read the labels when made and open the images lazily in the process
+that reads them (a forked or spawned worker opens its own handle, since HDF5
+handles do not survive a fork); both are safe to share between threads.
 """
 
 import os
@@ -30,7 +30,7 @@ def stored_image_bytes(path) -> int:
 
 
 class _LazyFile:
-    """The per-process, per-object state: file handle, lock and caches, rebuilt after a fork."""
+    """A file handle and its lock, per process: reopened after a fork, dropped when pickled."""
 
     def __init__(self, path) -> None:
         self.path = path

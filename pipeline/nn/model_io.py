@@ -80,12 +80,11 @@ def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, im
     if image_shape is None:
         return
     expected = model.input_shape[1:]
-    fits = len(expected) == len(info.image_shape) and all(
-        size is None or size == actual
-        for size, actual in zip(expected, info.image_shape, strict=True)
+    fits = len(expected) == len(image_shape) and all(
+        size is None or size == actual for size, actual in zip(expected, image_shape, strict=True)
     )
     if not fits:
         raise UserError(
-            f"model {model_path} takes images of shape {expected} but {info.path} holds "
-            f"{info.image_shape}"
+            f"model {model_path} takes images of shape {expected} but {info.path} gives "
+            f"{tuple(image_shape)} (data.image_size sets the size images are cropped to)"
         )
