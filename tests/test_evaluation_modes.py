@@ -132,3 +132,15 @@ def test_ten_crop_needs_images_at_least_as_large_as_the_model_input(tmp_path, po
         evaluate(model_path, position_split, mode="ten_crop")
     with pytest.raises(UserError, match="--scales"):
         evaluate(model_path, position_split, mode="multi_scale")
+
+
+def test_centre_mode_crops_stored_images_to_a_smaller_model_input(tmp_path, position_split):
+    # Stored 8x10, model 6x6 (like Caltech-256 stored at 256 for a 224 model).
+    model_path = tmp_path / "model.keras"
+    model = scoring_model()
+    model.save(model_path)
+    report = evaluate(model_path, position_split, batch_size=8)
+    images = HDF5DatasetGenerator(position_split, 23, shuffle=False).storage.read(np.arange(23))
+    expected = np.asarray(model(images[:, 1:7, 2:8])).argmax(axis=1)
+    assert report["num_samples"] == 23
+    np.testing.assert_array_equal(report["predictions"], expected)

@@ -80,3 +80,9 @@ def test_existing_output_is_refused_without_overwrite(tmp_path):
     with pytest.raises(UserError, match="--overwrite"):
         digits.build(tmp_path)
     digits.build(tmp_path, overwrite=True)
+
+
+@pytest.mark.parametrize("val, test", [(0.0, 0.2), (0.5, 0.5), (0.1, 0.0)])
+def test_bad_split_fractions_are_user_errors(tmp_path, val, test):
+    with pytest.raises(UserError, match="fractions"):
+        digits.build(tmp_path, val_fraction=val, test_fraction=test)
