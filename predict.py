@@ -21,12 +21,13 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args(argv)
     from pipeline.nn.model_io import load_model
-    from pipeline.prediction import class_names_for, image_paths, predict_files
+    from pipeline.prediction import class_names_for, image_paths, predict_files, stored_side
 
     paths = image_paths(args.target)
     model = load_model(args.model)
     names = class_names_for(args.model, model.output_shape[-1], args.dataset)
-    predictions, skipped = predict_files(model, paths, names, top=args.top)
+    side = stored_side(args.model, args.dataset)
+    predictions, skipped = predict_files(model, paths, names, top=args.top, side=side)
     for prediction in predictions:
         ranked = ", ".join(f"{name} {probability:.1%}" for name, probability in prediction.top)
         print(f"{prediction.path}: {ranked}")

@@ -7,7 +7,12 @@ import numpy as np
 
 from pipeline.datasets.hdf5_format import read_split_info, split_path
 from pipeline.datasets.image_folders import files_under
-from pipeline.datasets.images import BadImage, read_image_file, resize_and_center_crop
+from pipeline.datasets.images import (
+    BadImage,
+    center_crop,
+    read_image_file,
+    resize_and_center_crop,
+)
 from pipeline.errors import UserError
 from pipeline.run_dir import read_state
 
@@ -44,8 +49,23 @@ def class_names_for(model_path, num_classes: int, dataset=None) -> list[str]:
     return names
 
 
-def predict_files(model, paths, class_names, *, top: int = 5):
-    """Predictions for the usable images; (path, reason) for the skipped ones."""
+def stored_side(model_path, dataset=None) -> int | None:
+    """The side of the square images the model was trained on before its crop (raw splits
+    are stored resized to it), from --dataset or the checkpoint's own config."""
+    config = read_state(model_path).get("config", {})
+    dataset = dataset or config.get("data", {}).get("dataset_dir")
+    if not dataset or not split_path(dataset, "train").is_file():
+        return None
+    shape = read_split_info(split_path(dataset, "train")).image_shape
+    return shape[0] if shape else None
+
+
+def predict_files(model, paths, class_names, *, top: int = 5, side: int | None = None):
+    """Predictions for the usable images; (path, reason) for the skipped ones.
+
+    Each image is seen as in evaluation: shorter side to `side` (the stored size)
+    and centre-cropped to the model's input; without `side`, straight to the input.
+    """
     size = model.input_shape[1]
     predictions, skipped, pending = [], [], []
     for index, path in enumerate(paths):
@@ -54,11 +74,19 @@ def predict_files(model, paths, class_names, *, top: int = 5):
         except BadImage as error:
             skipped.append((path, error.reason))
         else:
-            pending.append((path, resize_and_center_crop(image, size) if size else image))
+            pending.append((path, _view(image, size, side)))
         if len(pending) == BATCH or (index == len(paths) - 1 and pending):
             predictions += _predict_batch(model, pending, class_names, top)
             pending = []
     return predictions, skipped
+
+
+def _view(image, size, side):
+    if not size:
+        return image
+    if side and side > size:
+        return center_crop(resize_and_center_crop(image, side), size, size)
+    return resize_and_center_crop(image, size)
 
 
 def _predict_batch(model, pending, class_names, top):

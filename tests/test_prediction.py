@@ -47,3 +47,13 @@ def test_a_missing_target_is_a_one_line_error(tmp_path, capsys):
     colour_model().save(model_path)
     assert predict.main([str(tmp_path / "nothing"), "--model", str(model_path)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_images_are_seen_as_in_evaluation_stored_size_then_the_model_crop():
+    from pipeline.datasets.images import center_crop, resize_and_center_crop
+    from pipeline.prediction import _view
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = center_crop(resize_and_center_crop(image, 16), 12, 12)
+    np.testing.assert_array_equal(_view(image, 12, 16), expected)
+    np.testing.assert_array_equal(_view(image, 12, None), resize_and_center_crop(image, 12))

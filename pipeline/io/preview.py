@@ -24,6 +24,7 @@ def augmentation_grid(
     options = dict(image_size=data.image_size or None, storage=data.storage, shuffle=False)
     plain = HDF5DatasetGenerator(path, 1, **options)
     augmented = HDF5DatasetGenerator(path, 1, augment=data.augment, seed=seed, **options)
+    augmented.storage = plain.storage  # one copy of the split in memory, not two
     picks = np.random.default_rng(seed).choice(plain.num_samples, samples, replace=False)
     rows = []
     for pick in picks:
