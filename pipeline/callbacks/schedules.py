@@ -64,15 +64,9 @@ def make_schedule(
             factor=training.decay_factor,
         )
     if kind == "multistep":
-        if training.milestone_unit == "iterations":
-            return lambda step: multistep_decay(
-                step,
-                initial_rate=initial_rate,
-                milestones=training.milestones,
-                factor=training.decay_factor,
-            )
+        in_iterations = training.milestone_unit == "iterations"
         return lambda step: multistep_decay(
-            epoch_of(step),
+            step if in_iterations else epoch_of(step),
             initial_rate=initial_rate,
             milestones=training.milestones,
             factor=training.decay_factor,
