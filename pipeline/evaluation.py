@@ -129,6 +129,8 @@ def evaluate(
     crop_size = model.input_shape[1]
     if mode == "multi_scale" and not scales:
         raise UserError("multi-scale evaluation needs --scales, e.g. 224,256,384,480,640")
+    if mode == "ten_crop" and not crop_size:
+        raise UserError(f"10-crop needs a model with a fixed input size; {model_path} takes any")
     generator = HDF5DatasetGenerator(
         split_file,
         min(batch_size, info.num_samples),

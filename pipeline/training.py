@@ -286,11 +286,10 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
         phases.append((first_full_epoch, 0, training.epochs))
     try:
         with interrupt.listening():
-            for number, (first_epoch, first_batch, end_epoch) in enumerate(phases):
+            for first_epoch, first_batch, end_epoch in phases:
                 train_data.set_epoch(first_epoch, first_batch)
                 # The second phase continues the history the first one wrote.
                 monitor.start_epoch = first_epoch
-                checkpoint.save_final = number == len(phases) - 1
                 model.fit(
                     train_data,
                     validation_data=val_data,
@@ -303,6 +302,9 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
                     # The one-line progress bar rewrites itself with \\r, which fills log files.
                     verbose=1 if sys.stdout.isatty() else 2,
                 )
+                # Early stopping or a diverged loss ends the run, not just the phase.
+                if model.stop_training or checkpoint.diverged:
+                    break
     except TrainingInterrupted as stopped:
         where = f"epoch {stopped.epoch} after {stopped.batch} batches"
         _log(run_dir, f"interrupted at {where}; saved {stopped.checkpoint}")

@@ -29,9 +29,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     older epoch checkpoints; `best_metric` keeps best.keras.
     """
 
-    def __init__(
-        self, run_dir, every: int, *, state=None, keep_last=0, best_metric="", save_final=True
-    ) -> None:
+    def __init__(self, run_dir, every: int, *, state=None, keep_last=0, best_metric="") -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.every = every
@@ -39,7 +37,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.state = state or {}
         self.keep_last = keep_last
         self.best_metric = best_metric
-        self.save_final = save_final
         # A resumed run competes with the best of the epochs before it.
         best = self.run_dir / BEST
         previous = read_state(best) if best.is_file() else {}
@@ -60,7 +57,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._maybe_save_best(completed, logs)
 
     def on_train_end(self, logs=None):
-        if not self.save_final or self.diverged:
+        if self.diverged:
             return
         if self.last_completed_epoch not in (None, self.last_saved_epoch):
             self._save(self.last_completed_epoch)
