@@ -18,6 +18,7 @@ from pipeline.callbacks import (
     InterruptCheckpoint,
     LearningRateControl,
     LoaderEpochSync,
+    MetricStateRestore,
     TrainingInterrupted,
     TrainingMonitor,
     make_schedule,
@@ -56,6 +57,8 @@ class StartPoint:
     batch: int = 0  # batches already done in the next epoch (a mid-epoch interrupt)
     # The batch size the position was counted in (from the checkpoint's config).
     batch_size: int | None = None
+    # The interrupted epoch's metric sums, restored when it resumes.
+    metric_states: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +165,8 @@ def resolve_start(
 
 def _start_from(checkpoint: Path, state: dict) -> StartPoint:
     batch_size = state.get("config", {}).get("training", {}).get("batch_size")
-    return StartPoint(checkpoint, state["epoch"], state["batch"], batch_size)
+    metric_states = tuple(state.get("metric_states", ())) if state["batch"] else ()
+    return StartPoint(checkpoint, state["epoch"], state["batch"], batch_size, metric_states)
 
 
 def _rewind(run_dir: Path, start: StartPoint) -> StartPoint:
@@ -267,6 +271,8 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
     monitor = TrainingMonitor(run_dir, start.epoch)
     interrupt = InterruptCheckpoint(run_dir, train_data, state=state)
     callbacks = [loader_sync, *_schedule_callbacks(training, train_data, learning_rate)]
+    if start.metric_states:
+        callbacks.append(MetricStateRestore(list(start.metric_states)))
     callbacks += [
         keras.callbacks.TerminateOnNaN(),
         checkpoint,

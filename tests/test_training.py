@@ -69,6 +69,10 @@ def test_ctrl_c_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(
     assert (state["epoch"], state["batch"]) == (1, 5)
     history = json.loads((tmp_path / "stopped" / "history.json").read_text())
     assert history["epoch"] == [1, 2, 3]
+    # The resumed epoch's row counts its batches from before the interrupt too.
+    straight = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert history["loss"] == pytest.approx(straight["loss"], rel=1e-6)
+    assert history["accuracy"] == pytest.approx(straight["accuracy"], rel=1e-6)
 
 
 def start_training(run_dir, digits_dir, *extra):

@@ -1,7 +1,11 @@
 """Keras callbacks the training loop uses."""
 
 from pipeline.callbacks.checkpoints import EpochCheckpoint
-from pipeline.callbacks.interrupt import InterruptCheckpoint, TrainingInterrupted
+from pipeline.callbacks.interrupt import (
+    InterruptCheckpoint,
+    MetricStateRestore,
+    TrainingInterrupted,
+)
 from pipeline.callbacks.learning_rate import LearningRateControl
 from pipeline.callbacks.loader_epoch import LoaderEpochSync
 from pipeline.callbacks.schedules import make_schedule, polynomial_decay
@@ -12,6 +16,7 @@ __all__ = [
     "InterruptCheckpoint",
     "LearningRateControl",
     "LoaderEpochSync",
+    "MetricStateRestore",
     "TrainingInterrupted",
     "TrainingMonitor",
     "load_history",

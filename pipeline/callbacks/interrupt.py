@@ -15,6 +15,39 @@ import keras
 from pipeline.run_dir import INTERRUPT, point_latest, save_checkpoint
 
 
+def metric_states(model) -> list[list]:
+    """The values of every metric variable (sums and counts), in model.metrics order."""
+    return [
+        [keras.ops.convert_to_numpy(variable).tolist() for variable in metric.variables]
+        for metric in model.metrics
+    ]
+
+
+class MetricStateRestore(keras.callbacks.Callback):
+    """Add the metric sums saved at the interrupt back into the resumed epoch's metrics.
+
+    Done after its first batch: Keras builds the compiled metrics of a loaded model on
+    the first train step, and resets every metric at the start of an epoch. Keras'
+    metrics keep sums and counts, so adding the saved values gives the totals of
+    the whole epoch.
+    """
+
+    def __init__(self, states: list[list]) -> None:
+        super().__init__()
+        self.states = states
+
+    def on_train_batch_end(self, batch, logs=None):
+        states, self.states = self.states, []
+        metrics = self.model.metrics
+        if not states or len(states) != len(metrics):
+            return
+        for metric, values in zip(metrics, states, strict=True):
+            if len(metric.variables) != len(values):
+                continue
+            for variable, value in zip(metric.variables, values, strict=True):
+                variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on request; `checkpoint` resumes it."""
 
@@ -76,8 +109,11 @@ class InterruptCheckpoint(keras.callbacks.Callback):
             self._save_and_stop(epoch + 1, 0)
 
     def _save_and_stop(self, epoch: int, batch: int) -> None:
+        # The running sums of the epoch's metrics, so that the resumed epoch's history
+        # row covers its batches from before the interrupt too.
+        extra = {**self.state, "metric_states": metric_states(self.model) if batch else []}
         path = save_checkpoint(
-            self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, extra=self.state
+            self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, extra=extra
         )
         point_latest(self.run_dir, path)
         raise TrainingInterrupted(path, epoch, batch)
