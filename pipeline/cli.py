@@ -79,6 +79,8 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
     )
     if result.interrupted:
         print(f"resume with: python {script} --checkpoints {run_dir} --resume")
+        if config.training.distribute == "multiworker":
+            print("(on every worker, with the same cluster variables as this run)")
         return INTERRUPTED_EXIT_CODE
     print(f"final checkpoint: {result.final_checkpoint}")
     return 0

@@ -119,8 +119,9 @@ class TrainingConfig:
     jit_compile: bool = False
     # Same weights from the same config on the same machine (slower on GPUs).
     deterministic: bool = False
-    # "none", "auto" or "mirrored" (several GPUs; DataParallel on JAX). "multiworker" is
-    # refused for now: Keras 3's fit fails with it on TensorFlow (keras-team/keras#20585).
+    # "none", "auto" or "mirrored" (several GPUs; DataParallel on JAX); "multiworker":
+    # one process per machine, joined through TF_CONFIG, on the JAX backend (Keras 3's
+    # fit fails with it on TensorFlow: keras-team/keras#20585).
     distribute: str = "none"
     seed: int = 0
 

@@ -1,24 +1,120 @@
 """Distribution, precision and determinism: the backend-specific corner of the pipeline.
 
 TensorFlow-only code (tf.distribute strategies, op determinism) lives here
-and nowhere else; on JAX, several devices train through Keras' DataParallel.
+and nowhere else; on JAX, several devices train through Keras' DataParallel,
+and several processes (machines) through the same DataParallel over JAX's
+global device list.
 """
 
 import contextlib
 import dataclasses
+import json
+import os
+from pathlib import Path
 
 import keras
+import numpy as np
 
 from pipeline.errors import UserError
+
+CLUSTER_VARIABLES = (
+    "TF_CONFIG, or KERAS_DISTRIBUTION_JOB_ADDRESSES with KERAS_DISTRIBUTION_NUM_PROCESSES "
+    "and KERAS_DISTRIBUTION_PROCESS_ID"
+)
 
 
 @dataclasses.dataclass
 class Distribution:
-    """How training is spread: a scope to build the model in, and the number of replicas."""
+    """How training is spread: a scope to build the model in, the number of replicas and,
+    for multi-worker training, this process's place among the workers."""
 
     scope: contextlib.AbstractContextManager
     num_replicas: int = 1
     name: str = "none"
+    process_index: int = 0
+    process_count: int = 1
+    # Devices of this process: its part of each global batch is split between them.
+    local_replicas: int = 1
+
+    def any_process(self, flag: bool) -> bool:
+        """True on every worker when `flag` is True on any of them (a collective call:
+        every worker must make it at the same point, e.g. after the same batch)."""
+        if self.process_count == 1:
+            return flag
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The workers of a multi-worker run: process 0 is the coordinator (the chief)."""
+
+    addresses: tuple[str, ...]
+    process_id: int
+
+    @property
+    def coordinator(self) -> str:
+        return self.addresses[0]
+
+    @property
+    def num_processes(self) -> int:
+        return len(self.addresses)
+
+
+def cluster_from_environment(environ=None) -> Cluster:
+    """The cluster from TF_CONFIG (TensorFlow's convention, a chief first if it names
+    one) or from Keras' KERAS_DISTRIBUTION_* variables."""
+    environ = os.environ if environ is None else environ
+    if environ.get("TF_CONFIG"):
+        return _cluster_from_tf_config(environ["TF_CONFIG"])
+    if environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        addresses = tuple(environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(","))
+        try:
+            count = int(environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", len(addresses)))
+            process_id = int(environ["KERAS_DISTRIBUTION_PROCESS_ID"])
+        except (KeyError, ValueError) as error:
+            raise UserError(f"multi-worker training needs {CLUSTER_VARIABLES}: {error}") from None
+        if len(addresses) == 1 and count > 1:  # only the coordinator given
+            addresses = addresses * count
+        return _checked_cluster(addresses, process_id, "KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    raise UserError(f"training.distribute = 'multiworker' needs {CLUSTER_VARIABLES} set")
+
+
+def _cluster_from_tf_config(text: str) -> Cluster:
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}: {error!r}'
+        ) from None
+    if kind not in ("chief", "worker"):
+        raise UserError(f"TF_CONFIG task type must be 'chief' or 'worker', got {kind!r}")
+    process_id = index if kind == "chief" else len(chiefs) + index
+    return _checked_cluster(tuple(chiefs + workers), process_id, "TF_CONFIG")
+
+
+def _checked_cluster(addresses: tuple[str, ...], process_id: int, source: str) -> Cluster:
+    if not 0 <= process_id < len(addresses):
+        raise UserError(
+            f"{source}: this worker's index {process_id} is not among the "
+            f"{len(addresses)} workers listed"
+        )
+    return Cluster(addresses, process_id)
+
+
+def worker_run_dir(run_dir: Path, kind: str) -> Path:
+    """Where this process writes: the run directory itself, except for workers other
+    than the chief in a multi-worker run, which keep their own copy of every checkpoint
+    and record in run_dir/worker_K, so that each can resume on its own machine."""
+    if kind != "multiworker":
+        return run_dir
+    process_id = cluster_from_environment().process_id
+    return run_dir if process_id == 0 else run_dir / f"worker_{process_id}"
 
 
 def setup_distribution(kind: str) -> Distribution:
@@ -40,17 +136,21 @@ def _tensorflow_distribution(kind: str) -> Distribution:
         # Measured here with TensorFlow 2.21 and Keras 3.15: two workers on loopback fail
         # in the first train step ("Attempt to convert a value (PerReplica ...) to a
         # Tensor"), the open Keras issue keras-team/keras#20585. Refused clearly rather
-        # than started and crashed.
+        # than started and crashed; the JAX backend runs the same cluster.
         raise UserError(
             "training.distribute = 'multiworker' does not work with Keras 3's fit on "
-            "TensorFlow (keras-team/keras#20585); train on one machine with 'mirrored'"
+            "TensorFlow (keras-team/keras#20585): run the same command with "
+            "KERAS_BACKEND=jax, or 'mirrored' on one machine"
         )
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     if kind == "auto" and len(tf.config.list_logical_devices("GPU")) < 2:
         return Distribution(contextlib.nullcontext())
     strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
     return Distribution(
-        strategy.scope(), num_replicas=strategy.num_replicas_in_sync, name="mirrored"
+        strategy.scope(),
+        num_replicas=strategy.num_replicas_in_sync,
+        name="mirrored",
+        local_replicas=strategy.num_replicas_in_sync,
     )
 
 
@@ -58,12 +158,40 @@ def _jax_distribution(kind: str) -> Distribution:
     import jax
 
     if kind == "multiworker":
-        raise UserError("multi-worker training is supported on the TensorFlow backend only")
+        return _jax_multiworker(jax)
     devices = jax.devices()
     if len(devices) < 2:
         return Distribution(contextlib.nullcontext())
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return Distribution(contextlib.nullcontext(), num_replicas=len(devices), name="data_parallel")
+    return Distribution(
+        contextlib.nullcontext(),
+        num_replicas=len(devices),
+        name="data_parallel",
+        local_replicas=len(devices),
+    )
+
+
+def _jax_multiworker(jax) -> Distribution:
+    """One process per machine: JAX joins them (gloo collectives on CPUs), Keras'
+    DataParallel spans every device of every process, and each process feeds its own
+    shard of the data: its part of each global batch."""
+    cluster = cluster_from_environment()
+    if not jax.distributed.is_initialized():  # a second train() in the same process
+        keras.distribution.initialize(
+            cluster.coordinator, cluster.num_processes, cluster.process_id
+        )
+    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    # The loader shards by worker itself; Keras would otherwise insist on a tf.data input.
+    distribution.auto_shard_dataset = False
+    keras.distribution.set_distribution(distribution)
+    return Distribution(
+        contextlib.nullcontext(),
+        num_replicas=jax.device_count(),
+        name="multiworker",
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        local_replicas=jax.local_device_count(),
+    )
 
 
 def set_precision(precision: str) -> None:

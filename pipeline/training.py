@@ -26,7 +26,12 @@ from pipeline.callbacks import (
 from pipeline.callbacks.training_monitor import CSV_FILE, HISTORY_FILE, PLOT_FILE
 from pipeline.config import ExperimentConfig
 from pipeline.datasets.hdf5_format import read_split_info, split_path
-from pipeline.distribute import seed_everything, set_precision, setup_distribution
+from pipeline.distribute import (
+    seed_everything,
+    set_precision,
+    setup_distribution,
+    worker_run_dir,
+)
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.nn.model_io import build_model_for_data, check_model_matches_data, load_model
@@ -89,8 +94,8 @@ def train(
     """
     if learning_rate is not None and learning_rate <= 0:
         raise UserError(f"--lr must be > 0, got {learning_rate}")
-    run_dir = Path(run_dir or config.checkpoints)
     training = config.training
+    run_dir = worker_run_dir(Path(run_dir or config.checkpoints), training.distribute)
     with run_lock(run_dir):
         start = resolve_start(run_dir, model_path, start_epoch, resume, overwrite)
         if start.epoch >= training.epochs:
@@ -116,7 +121,10 @@ def train(
             [train_data.db_path] + ([val_data.db_path] if val_data else []),
         )
         _log(run_dir, _describe_start(start, model))
-        return _fit(model, config, run_dir, start, train_data, val_data, learning_rate, callbacks)
+        return _fit(
+            model, config, run_dir, start, (train_data, val_data), distribution, learning_rate,
+            callbacks,
+        )  # fmt: skip
 
 
 def resolve_start(
@@ -192,8 +200,20 @@ def clear_run(run_dir: Path) -> None:
 
 
 def open_data(config: ExperimentConfig, distribution):
-    """The train and validation generators (Keras splits each batch between replicas)."""
+    """The train and validation generators of this process.
+
+    Keras splits each batch between the replicas. With several workers, each feeds
+    its part of every global batch from its own shard of the training split; each
+    feeds the whole validation split, so that every validation sample counts the same
+    number of times (none is dropped) and the validation metrics stay exact.
+    """
     data, training = config.data, config.training
+    workers = distribution.process_count
+    if training.batch_size % workers:
+        raise UserError(
+            f"training.batch_size {training.batch_size} must be a multiple of the {workers} workers"
+        )
+    batch_size = training.batch_size // workers
     loading = dict(
         image_size=data.image_size or None,
         storage=data.storage,
@@ -202,20 +222,24 @@ def open_data(config: ExperimentConfig, distribution):
     )
     # JAX splits each batch evenly over its devices; TensorFlow's strategies need not.
     loading["batch_multiple"] = (
-        distribution.num_replicas if distribution.name == "data_parallel" else 1
+        distribution.local_replicas if distribution.name in ("data_parallel", "multiworker") else 1
     )
     train_data = HDF5DatasetGenerator(
         split_path(data.dataset_dir, data.train_split),
-        training.batch_size,
+        batch_size,
         shuffle=True,
         augment=data.augment,
         seed=training.seed,
+        shard_index=distribution.process_index,
+        num_shards=workers,
+        # Workers step together: every one must have the same number of batches.
+        equal_shards=True,
         **loading,
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
     if val_path.exists():
-        val_batch = min(training.batch_size, read_split_info(val_path).num_samples)
+        val_batch = min(batch_size, read_split_info(val_path).num_samples)
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
     return train_data, val_data
@@ -256,8 +280,9 @@ def _metrics(num_classes: int) -> list:
     return metrics
 
 
-def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, extra_callbacks):
+def _fit(model, config, run_dir, start, data, distribution, learning_rate, extra_callbacks):
     training = config.training
+    train_data, val_data = data
     config_dict = config.to_dict()
     loader_sync = LoaderEpochSync(train_data)
     state = {"config": config_dict, "class_names": list(train_data.info.class_names)}
@@ -269,7 +294,9 @@ def _fit(model, config, run_dir, start, train_data, val_data, learning_rate, ext
         best_metric=training.best_metric,
     )
     monitor = TrainingMonitor(run_dir, start.epoch)
-    interrupt = InterruptCheckpoint(run_dir, train_data, state=state)
+    interrupt = InterruptCheckpoint(
+        run_dir, train_data, state=state, agree=distribution.any_process
+    )
     callbacks = [loader_sync, *_schedule_callbacks(training, train_data, learning_rate)]
     if start.metric_states:
         callbacks.append(MetricStateRestore(list(start.metric_states)))

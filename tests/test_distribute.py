@@ -1,11 +1,13 @@
 """Distribution strategies and precisions, each in a fresh process: both are process-wide."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,3 +117,166 @@ def test_data_parallel_on_two_simulated_jax_devices(tmp_path, digits_dir):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "devices 2" in completed.stdout
     assert float(completed.stdout.split("final_loss")[1].split()[0]) < 10
+
+
+# Each of two worker processes runs this: an uninterrupted run, then a run that
+# worker 1 alone interrupts (ctrl+c during batch 2 of epoch 1), then its resume.
+MULTIWORKER = (
+    COMMON
+    + """
+import json, os, signal
+import keras
+from pipeline.nn.model_io import load_model
+from pipeline.training import train
+worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+config = tiny_config(
+    sys.argv[1], "training.distribute=multiworker", "training.epochs=3",
+    "training.checkpoint_every=1", 'data.augment=[{name = "flip"}]',
+)
+
+class CtrlC(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_begin(self, batch, logs=None):
+        if worker == 1 and self.epoch == 1 and batch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+straight = train(config, run_dir=f"{sys.argv[2]}/straight")
+stopped = train(config, run_dir=f"{sys.argv[2]}/stopped", callbacks=[CtrlC()])
+print("interrupted at", stopped.interrupted.epoch, stopped.interrupted.batch)
+resumed = train(config, run_dir=f"{sys.argv[2]}/stopped", resume=True)
+a = load_model(straight.final_checkpoint).get_weights()
+b = load_model(resumed.final_checkpoint).get_weights()
+print("max difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
+print("run_dir", straight.run_dir)
+"""
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_two_workers_on_loopback_train_stop_together_and_resume_exactly(tmp_path, digits_dir):
+    """Two processes joined through TF_CONFIG on the JAX backend: each feeds its shard,
+    both keep identical weights; ctrl+c on one worker stops both after the same batch,
+    and the resumed run ends with the weights of the uninterrupted one."""
+    addresses = [f"127.0.0.1:{free_port()}", "127.0.0.1:0"]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", MULTIWORKER, str(digits_dir), str(tmp_path)],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(
+                    os.environ,
+                    TF_CPP_MIN_LOG_LEVEL="2",
+                    KERAS_BACKEND="jax",
+                    TF_CONFIG=json.dumps(tf_config),
+                ),
+            )  # fmt: skip
+        )
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, errors) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, errors[-3000:]
+    run_dirs = (tmp_path / "straight", tmp_path / "straight" / "worker_1")
+    for (output, _), run_dir in zip(outputs, run_dirs, strict=True):
+        assert "interrupted at 1 3" in output  # both stopped after batch 3 of epoch 1
+        assert float(output.split("max difference")[1].split()[0]) <= 1e-6
+        assert f"run_dir {run_dir}" in output
+    # Worker 1 keeps its own copy of the run, equal to the chief's.
+    chief = tmp_path / "straight" / "epoch_0003.keras"
+    copy = tmp_path / "straight" / "worker_1" / "epoch_0003.keras"
+    from pipeline.nn.model_io import load_model
+
+    for x, y in zip(load_model(chief).get_weights(), load_model(copy).get_weights(), strict=True):
+        assert np.array_equal(x, y)
+    for name in ("stopped", "stopped/worker_1"):
+        state = json.loads((tmp_path / name / "interrupt.json").read_text())
+        assert (state["epoch"], state["batch"]) == (1, 3)
+
+
+# -- the cluster description -----------------------------------------------------------
+
+
+def test_tf_config_gives_the_coordinator_and_this_workers_index():
+    from pipeline.distribute import cluster_from_environment
+
+    workers = ["a:1", "b:2", "c:3"]
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 2}}
+    cluster = cluster_from_environment({"TF_CONFIG": json.dumps(tf_config)})
+    assert (cluster.coordinator, cluster.num_processes, cluster.process_id) == ("a:1", 3, 2)
+
+
+def test_a_chief_in_tf_config_is_process_zero():
+    from pipeline.distribute import cluster_from_environment
+
+    cluster = {"chief": ["boss:1"], "worker": ["a:1", "b:2"]}
+    as_worker = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
+    as_chief = {"cluster": cluster, "task": {"type": "chief", "index": 0}}
+    worker = cluster_from_environment({"TF_CONFIG": json.dumps(as_worker)})
+    chief = cluster_from_environment({"TF_CONFIG": json.dumps(as_chief)})
+    assert (worker.coordinator, worker.process_id, worker.num_processes) == ("boss:1", 1, 3)
+    assert chief.process_id == 0
+
+
+def test_keras_distribution_variables_describe_a_cluster_too():
+    from pipeline.distribute import cluster_from_environment
+
+    cluster = cluster_from_environment(
+        {
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": "head:9000",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "4",
+            "KERAS_DISTRIBUTION_PROCESS_ID": "3",
+        }
+    )
+    assert (cluster.coordinator, cluster.num_processes, cluster.process_id) == ("head:9000", 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "needs TF_CONFIG"),
+        ({"TF_CONFIG": "{not json"}, "TF_CONFIG must be JSON"),
+        ({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'}, "TF_CONFIG must be JSON"),
+        (
+            {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}'},
+            "must be 'chief' or 'worker'",
+        ),
+        (
+            {
+                "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}'
+            },  # noqa: E501
+            "index 1 is not among the 1 workers",
+        ),
+        ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:2"}, "KERAS_DISTRIBUTION_PROCESS_ID"),
+    ],
+)
+def test_a_bad_cluster_description_is_a_one_line_error(environ, message):
+    from pipeline.distribute import cluster_from_environment
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match=message) as raised:
+        cluster_from_environment(environ)
+    assert "\n" not in str(raised.value)
+
+
+def test_workers_other_than_the_chief_write_to_their_own_folder(tmp_path, monkeypatch):
+    from pipeline.distribute import worker_run_dir
+
+    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert worker_run_dir(tmp_path, "multiworker") == tmp_path / "worker_1"
+    assert worker_run_dir(tmp_path, "mirrored") == tmp_path
+    tf_config["task"]["index"] = 0
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert worker_run_dir(tmp_path, "multiworker") == tmp_path

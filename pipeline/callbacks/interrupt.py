@@ -61,13 +61,17 @@ class InterruptCheckpoint(keras.callbacks.Callback):
     callback list: on an epoch's last batch it waits for the epoch's end, so that the
     other callbacks record that epoch first."""
 
-    def __init__(self, run_dir, generator, *, state=None):
+    def __init__(self, run_dir, generator, *, state=None, agree=None):
         super().__init__()
         self.run_dir = Path(run_dir)
         # The training generator knows the batches per epoch and, after a mid-epoch
         # resume, how many batches of the current epoch were done before this fit.
         self.generator = generator
         self.state = state or {}
+        # Workers that step together must stop after the same batch: `agree` turns this
+        # process's request into "any worker asked" (a collective call, made by every
+        # worker after every batch). One process: the request itself.
+        self.agree = agree or (lambda flag: flag)
         self.requested = False
         self.epoch = 0
         self.offset = 0
@@ -98,6 +102,7 @@ class InterruptCheckpoint(keras.callbacks.Callback):
         self.epoch, self.offset = epoch, self.generator.start_batch
 
     def on_train_batch_end(self, batch, logs=None):
+        self.requested = self.agree(self.requested)
         done = self.offset + batch + 1
         if self.requested and done < self.generator.batches_per_epoch:
             self._save_and_stop(self.epoch, done)
@@ -105,6 +110,7 @@ class InterruptCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # After the last epoch there is nothing to resume: training ends as usual,
         # with its final checkpoint.
+        self.requested = self.agree(self.requested)
         if self.requested and epoch + 1 < self.params.get("epochs", 0):
             self._save_and_stop(epoch + 1, 0)
 

@@ -40,6 +40,10 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
       when the images take at most a quarter of RAM.
     - Sharding: worker `shard_index` of `num_shards` gets a disjoint,
       contiguous part of every epoch's order (the parts cover the epoch).
+      With `equal_shards` every shard serves the same number of samples, as
+      workers that step together need: the order is cut to a multiple of
+      `num_shards` first (fewer than num_shards samples sit out, different
+      ones every shuffled epoch).
     - `batch_multiple`: for data-parallel training on several devices, the last
       batch is cut to a multiple of the device count (see samples_per_epoch).
     - Batches: uint8 RGB images and int32 labels; normalisation is in the
@@ -61,6 +65,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         shuffle_buffer: int | None = None,
         shard_index: int = 0,
         num_shards: int = 1,
+        equal_shards: bool = False,
         batch_multiple: int = 1,
         **pydataset_options,
     ) -> None:
@@ -70,8 +75,11 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.seed = seed
         self.shard_index, self.num_shards = _check_shard(shard_index, num_shards)
+        self.equal_shards = equal_shards
         self.num_samples = len(
-            np.array_split(np.arange(self.info.num_samples), num_shards)[shard_index]
+            np.array_split(self._shardable(np.arange(self.info.num_samples)), num_shards)[
+                shard_index
+            ]
         )
         if not 1 <= batch_size <= self.num_samples:
             raise UserError(
@@ -146,7 +154,13 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
                 )
             else:
                 order = rng.permutation(total)
-        return np.array_split(order, self.num_shards)[self.shard_index]
+        return np.array_split(self._shardable(order), self.num_shards)[self.shard_index]
+
+    def _shardable(self, order: np.ndarray) -> np.ndarray:
+        """The part of an epoch's order that is split between the shards."""
+        if not self.equal_shards:
+            return order
+        return order[: len(order) - len(order) % self.num_shards]
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):

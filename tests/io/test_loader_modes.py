@@ -296,6 +296,38 @@ def test_shards_are_disjoint_cover_the_epoch_and_differ_in_size_by_one(split_pat
         previous = parts
 
 
+@pytest.mark.parametrize("storage_mode", ["memory", "disk"])
+def test_equal_shards_serve_the_same_number_of_batches_and_rotate_the_left_out(
+    split_path, storage_mode
+):
+    """Workers that step together need equal shards: 301 samples in 3 shards of 100,
+    the one left out changes from epoch to epoch."""
+    shards = [
+        make_generator(
+            split_path,
+            storage_mode,
+            shard_index=index,
+            num_shards=3,
+            equal_shards=True,
+            batch_size=16,
+        )  # fmt: skip
+        for index in range(3)
+    ]
+    assert [shard.num_samples for shard in shards] == [100, 100, 100]
+    left_out = set()
+    for epoch in range(3):
+        parts = []
+        for shard in shards:
+            shard.set_epoch(epoch)
+            batches = served(shard)
+            assert [len(indices) for indices, _ in batches] == [16] * 6 + [4]
+            parts.append([index for indices, _ in batches for index in indices])
+        served_now = sum(parts, [])
+        assert len(set(served_now)) == 300
+        left_out |= set(range(NUM_SAMPLES)) - set(served_now)
+    assert len(left_out) > 1
+
+
 @pytest.mark.parametrize(("shard_index", "num_shards"), [(3, 3), (-1, 3), (0, 0)])
 def test_bad_shard_is_a_user_error(split_path, shard_index, num_shards):
     with pytest.raises(UserError, match="shard_index must be in"):
