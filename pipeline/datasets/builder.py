@@ -222,8 +222,7 @@ def _write_split(
             if update_statistics:
                 image_sum = None
                 if encoding == "raw":
-                    # uint32 is exact for a batch and sums faster than float64.
-                    image_sum = batch.payloads.sum(axis=0, dtype=np.uint32)
+                    image_sum = _exact_image_sum(batch.payloads)
                 statistics.add_moments(batch.moments, image_sum, num_images=len(batch.labels))
         result.num_written = writer.num_written
         if result.num_written:
@@ -234,6 +233,12 @@ def _write_split(
                 mean_image=statistics.mean_image,
             )
     return result
+
+
+def _exact_image_sum(images: np.ndarray) -> np.ndarray:
+    """The per-pixel sum of a batch in the narrowest exact integer type: up to 257
+    images of 0-255 fit uint16 (257 * 255 = 65535), which sums twice as fast as uint32."""
+    return images.sum(axis=0, dtype=np.uint16 if len(images) <= 257 else np.uint32)
 
 
 def _summary(output_dir, source, class_names, statistics, results) -> dict:

@@ -99,10 +99,16 @@ class SplitWriter:
         self.image_shape = tuple(int(size) for size in image_shape) if image_shape else None
         self.num_classes = len(class_names)
         self.num_written = 0
+        # Labels are kept here and written once at finish: per-batch writes of a few
+        # hundred integers cost HDF5 more than the batch's images do.
+        self._label_batches: list[np.ndarray] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial_path, "w")
         if encoding == "raw":
             chunk_rows = chunk_rows_for(self.image_shape)
+            self._chunk_rows = chunk_rows
+            # Rows of the last, unfilled chunk, held back until it fills (or at finish).
+            self._pending = np.empty((0, *self.image_shape), dtype=np.uint8)
             self._images = self._file.create_dataset(
                 "images",
                 shape=(0, *self.image_shape),
@@ -152,14 +158,53 @@ class SplitWriter:
                 f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}"
             )
         start, stop = self.num_written, self.num_written + len(images)
-        self._images.resize(stop, axis=0)
-        self._labels.resize(stop, axis=0)
-        self._images[start:stop] = images
-        self._labels[start:stop] = labels
+        if stop > len(self._images):
+            # Grown in doubling steps (each resize costs HDF5 a metadata update) and cut
+            # to the rows written at finish.
+            self._images.resize(max(stop, 2 * len(self._images)), axis=0)
+        if self.encoding == "raw":
+            self._write_whole_chunks(images)
+        else:
+            self._images[start:stop] = images
+        self._label_batches.append(labels.astype(np.int32))
         self.num_written = stop
+
+    def _write_whole_chunks(self, images: np.ndarray) -> None:
+        """Write every chunk the new rows complete straight to the file.
+
+        HDF5's direct chunk write skips its hyperslab selection and chunk cache:
+        measured, it halves the cost of writing (to the cost of a plain file
+        write). It takes whole chunks only, so the rows of an unfilled last
+        chunk wait in `_pending` (only after a short batch: batches of 256 fill
+        whole chunks).
+        """
+        rows = self._chunk_rows
+        first_row = self.num_written - len(self._pending)  # chunk-aligned
+        if len(self._pending):
+            images = np.concatenate([self._pending, images])
+        whole = len(images) - len(images) % rows
+        for offset in range(0, whole, rows):
+            chunk = np.ascontiguousarray(images[offset : offset + rows])
+            self._images.id.write_direct_chunk((first_row + offset, 0, 0, 0), chunk)
+        self._pending = images[whole:].copy()
+
+    def _flush_pending(self) -> None:
+        """Write the last, partly filled chunk (padded; the padding lies past the extent)."""
+        if self.encoding != "raw" or not len(self._pending):
+            return
+        chunk = np.zeros((self._chunk_rows, *self.image_shape), dtype=np.uint8)
+        chunk[: len(self._pending)] = self._pending
+        first_row = self.num_written - len(self._pending)
+        self._images.id.write_direct_chunk((first_row, 0, 0, 0), chunk)
+        self._pending = self._pending[:0]
 
     def finish(self, mean, std, *, covariance=None, mean_image=None) -> Path:
         """Write the statistics and the `complete` mark, then move the file into place."""
+        self._flush_pending()
+        self._images.resize(self.num_written, axis=0)
+        if self._label_batches:
+            self._labels.resize(self.num_written, axis=0)
+            self._labels[:] = np.concatenate(self._label_batches)
         self._file.attrs["mean"] = np.asarray(mean, dtype=np.float64)
         self._file.attrs["std"] = np.asarray(std, dtype=np.float64)
         if covariance is not None:

@@ -31,7 +31,7 @@ from pipeline.datasets.statistics import PixelMoments
 WRITE_BATCH = 256
 BATCHES_IN_FLIGHT = 4
 # Files per task sent to a worker: fewer round trips, one moments sum per chunk.
-FILES_PER_CHUNK = 16
+FILES_PER_CHUNK = 64
 
 # What the forked workers need, set by the parent before it forks them
 # (fork shares it, including the shared-memory slots, without pickling).

@@ -49,6 +49,28 @@ def test_appends_in_several_batches(tmp_path):
         np.testing.assert_array_equal(handle["images"][()], images)
 
 
+def test_batches_that_cross_chunk_boundaries_are_written_exactly(tmp_path):
+    """Whole chunks go straight to the file; rows of an unfilled chunk wait for the next
+    batch or for finish. 256x256 images: chunks of 4 rows, batches of odd sizes."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(23, 256, 256, 3), dtype=np.uint8)
+    labels = np.arange(23) % 3
+    with SplitWriter(
+        tmp_path / "x.h5", image_shape=(256, 256, 3), class_names=list("abc"), split="train",
+        source="t",
+    ) as writer:  # fmt: skip
+        start = 0
+        for size in (3, 1, 6, 2, 8, 3):
+            writer.add(images[start : start + size], labels[start : start + size])
+            start += size
+        writer.finish((0, 0, 0), (1, 1, 1))
+    with open_split(tmp_path / "x.h5") as handle:
+        assert handle["images"].chunks[0] == 4
+        np.testing.assert_array_equal(handle["images"][()], images)
+        np.testing.assert_array_equal(handle["images"][21:23], images[21:23])
+        np.testing.assert_array_equal(handle["labels"][()], labels)
+
+
 def test_an_interrupted_write_leaves_no_file_a_reader_accepts(tmp_path):
     path = tmp_path / "train.h5"
     with (
