@@ -9,7 +9,13 @@ of about 500x375 JPEGs (ImageNet-like, resized to 256 at build time):
   decode limit      the decode-and-resize work alone on the same workers (no
                     writing, no statistics): what the build cannot beat;
   machine scaling   a pure-Python compute task on 1 and on --workers processes:
-                    what parallelism can give on this machine at all.
+                    what parallelism can give on this machine at all;
+  ceiling           what a build must do beside decoding, timed alone in this
+                    process: a plain file write of the decoded pixels and their
+                    exact statistics. When the workers fill every core, no build
+                    can beat decode / (decode + write + statistics) of the
+                    decode limit: on 2 cores the writer shares them with the
+                    workers; on a machine with a spare core it would not.
 Targets: parallel build >= 90% of the decode limit's rate; its speed-up over
 serial >= 85% of the machine's scaling. Each figure is the best of 3 runs.
 """
@@ -26,6 +32,7 @@ import numpy as np
 
 from pipeline.datasets.folder import build as build_folder
 from pipeline.datasets.images import read_image_file, resize_and_center_crop
+from pipeline.datasets.statistics import PixelMoments
 
 NUM_CLASSES = 10
 REPEATS = 3
@@ -68,6 +75,34 @@ def decode_limit(root: Path, size: int, workers: int) -> float:
     return timed(run)
 
 
+def ceiling(root: Path, size: int) -> tuple[float, float, float]:
+    """Seconds per image, in this process, to decode, to write the pixels to a plain
+    file, and to compute the exact statistics (moments by chunks of 64, mean-image sums
+    by batches of 256): the work a build adds to decoding, measured alone."""
+    paths = sorted(map(str, root.rglob("*.jpg")))
+    images = np.empty((len(paths), size, size, 3), np.uint8)
+
+    def decode():
+        for index, path in enumerate(paths):
+            _data, image = read_image_file(path)
+            images[index] = resize_and_center_crop(image, size)
+
+    def write():
+        with tempfile.NamedTemporaryFile(dir=root.parent) as handle:
+            for start in range(0, len(images), 256):
+                handle.write(images[start : start + 256].data)
+            handle.flush()
+
+    def statistics():
+        for start in range(0, len(images), 64):
+            PixelMoments.of(images[start : start + 64])
+        for start in range(0, len(images), 256):
+            images[start : start + 256].sum(axis=0, dtype=np.uint16)
+
+    steps = (decode, write, statistics)
+    return tuple(best_of(REPEATS, lambda step=step: timed(step)) / len(paths) for step in steps)
+
+
 def best_of(repeats: int, function) -> float:
     """The fastest of a few runs: this machine's two cores are shared with other work."""
     return min(function() for _ in range(repeats))
@@ -100,12 +135,19 @@ def measure(name: str, root: Path, count: int, size: int, workers: int, scaling:
     serial = best_of(REPEATS, lambda: build(1))
     parallel = best_of(REPEATS, lambda: build(workers))
     limit = best_of(REPEATS, lambda: decode_limit(root, size, workers))
+    decode, write, statistics = ceiling(root, size)
     speedup = serial / parallel
     print(f"\n{name}: {count} JPEGs -> {size}x{size}, {workers} workers")
     print(f"  serial build     {count / serial:8.0f} images/s")
     print(f"  parallel build   {count / parallel:8.0f} images/s")
     print(f"  decode limit     {count / limit:8.0f} images/s (parallel decode and resize only)")
     print(f"  parallel build / decode limit: {limit / parallel:.0%} (target >= 90%)")
+    print(
+        f"  ceiling: decode {decode * 1e6:.0f} us, write {write * 1e6:.1f} us, statistics "
+        f"{statistics * 1e6:.1f} us per image -> at most "
+        f"{decode / (decode + write + statistics):.0%} of the decode limit when the workers "
+        f"fill every core"
+    )
     print(
         f"  speed-up over serial {speedup:.2f}x = {speedup / scaling:.0%} of the machine's "
         f"{scaling:.2f}x (target >= 85%)"

@@ -242,22 +242,19 @@ def test_keras_distribution_variables_describe_a_cluster_too():
     assert (cluster.coordinator, cluster.num_processes, cluster.process_id) == ("head:9000", 4, 3)
 
 
+def one_worker_tf_config(task_type: str, index: int) -> dict:
+    task = {"type": task_type, "index": index}
+    return {"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]}, "task": task})}
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({}, "needs TF_CONFIG"),
         ({"TF_CONFIG": "{not json"}, "TF_CONFIG must be JSON"),
         ({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}}'}, "TF_CONFIG must be JSON"),
-        (
-            {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}'},
-            "must be 'chief' or 'worker'",
-        ),
-        (
-            {
-                "TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}'
-            },  # noqa: E501
-            "index 1 is not among the 1 workers",
-        ),
+        (one_worker_tf_config("ps", 0), "must be 'chief' or 'worker'"),
+        (one_worker_tf_config("worker", 1), "index 1 is not among the 1 workers"),
         ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:2"}, "KERAS_DISTRIBUTION_PROCESS_ID"),
     ],
 )

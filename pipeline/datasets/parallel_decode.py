@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import mmap
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterator
 
@@ -30,8 +31,13 @@ from pipeline.datasets.statistics import PixelMoments
 # Images per batch handed to the writer; only affects speed and memory.
 WRITE_BATCH = 256
 BATCHES_IN_FLIGHT = 4
-# Files per task sent to a worker: fewer round trips, one moments sum per chunk.
-FILES_PER_CHUNK = 64
+# Files per task sent to a worker: about CHUNK_SOURCE_BYTES of files, within these
+# bounds. Small files travel in large chunks (task traffic costs the main process
+# per task, as much as writing does), large ones in small chunks (so that the
+# workers finish a batch together). The file size is estimated from a sample.
+CHUNK_SOURCE_BYTES = 128 << 10
+FILES_PER_CHUNK_BOUNDS = (4, 64)
+SIZE_SAMPLE = 32
 
 # What the forked workers need, set by the parent before it forks them
 # (fork shares it, including the shared-memory slots, without pickling).
@@ -84,6 +90,18 @@ def prepare_chunk(chunk):
     return reasons, moments.values.tolist(), None if encoding == "raw" else payloads
 
 
+def files_per_chunk(records) -> int:
+    """Files per task for these records, from the mean size of a few of them (the
+    records are in random order, so the first ones are a fair sample)."""
+    sizes = []
+    for record in records[:SIZE_SAMPLE]:
+        with contextlib.suppress(OSError):
+            sizes.append(os.path.getsize(record.path))
+    low, high = FILES_PER_CHUNK_BOUNDS
+    mean_size = max(np.mean(sizes), 1.0) if sizes else CHUNK_SOURCE_BYTES / low
+    return int(np.clip(CHUNK_SOURCE_BYTES // mean_size, low, high))
+
+
 @contextlib.contextmanager
 def decoder(*, image_size: int | None, encoding: str, workers: int):
     """Yield (submit, slots): submit(chunks) starts decoding and returns a get_results function.
@@ -117,11 +135,12 @@ def decoder(*, image_size: int | None, encoding: str, workers: int):
 def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
     """Decode `records` (with .path and .label) in order, yielding one PreparedBatch per batch."""
     in_flight = deque()
+    size = files_per_chunk(records)
     for number, start in enumerate(range(0, len(records), WRITE_BATCH)):
         batch = records[start : start + WRITE_BATCH]
         first_slot = (number % BATCHES_IN_FLIGHT) * WRITE_BATCH
         tasks = [(first_slot + index, record.path) for index, record in enumerate(batch)]
-        chunks = [tasks[i : i + FILES_PER_CHUNK] for i in range(0, len(tasks), FILES_PER_CHUNK)]
+        chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         in_flight.append((batch, first_slot, submit(chunks)))
         # The slots of the batch yielded here are reused only after the caller
         # has written it and asked for the next one.

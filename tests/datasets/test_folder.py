@@ -249,3 +249,23 @@ def test_command_line_refuses_an_option_folder_does_not_take(tmp_path, train_roo
 def test_command_line_without_source_says_to_pass_it(tmp_path, capsys):
     assert build_dataset.main(["--dataset", "folder", "--output", str(tmp_path / "o")]) == 2
     assert "--source" in one_line_error(capsys)
+
+
+def test_small_files_travel_to_the_workers_in_large_chunks_and_large_ones_in_small(tmp_path):
+    from pipeline.datasets.builder import ImageRecord
+    from pipeline.datasets.parallel_decode import FILES_PER_CHUNK_BOUNDS, files_per_chunk
+
+    def records_of(size: int) -> list:
+        folder = tmp_path / str(size)
+        folder.mkdir()
+        paths = [folder / f"{index}.jpg" for index in range(8)]
+        for path in paths:
+            path.write_bytes(b"x" * size)
+        return [ImageRecord(str(path), 0) for path in paths]
+
+    low, high = FILES_PER_CHUNK_BOUNDS
+    assert files_per_chunk(records_of(1_000)) == high
+    assert files_per_chunk(records_of(500_000)) == low
+    assert low < files_per_chunk(records_of(8_000)) < high
+    # Files that cannot be read count as large ones: small chunks, never an error.
+    assert files_per_chunk([ImageRecord(str(tmp_path / "missing.jpg"), 0)]) == low
