@@ -31,6 +31,12 @@ from pipeline.datasets.statistics import PixelMoments
 # Images per batch handed to the writer; only affects speed and memory.
 WRITE_BATCH = 256
 BATCHES_IN_FLIGHT = 4
+# The shared slots of the batches in flight stay within this many bytes: batches
+# of large images are smaller (a power of two, so they still fill whole HDF5
+# chunks). Besides bounding memory, fewer slots are reused sooner, and the first
+# write into a fresh shared page costs more than it does later (measured here:
+# a 256x256 image decoded into a fresh slot cost 25% more than into a used one).
+SLOT_BYTES = 64 << 20
 # Files per task sent to a worker: about CHUNK_SOURCE_BYTES of files, within these
 # bounds. Small files travel in large chunks (task traffic costs the main process
 # per task, as much as writing does), large ones in small chunks (so that the
@@ -102,6 +108,14 @@ def files_per_chunk(records) -> int:
     return int(np.clip(CHUNK_SOURCE_BYTES // mean_size, low, high))
 
 
+def write_batch_size(image_size: int | None, encoding: str) -> int:
+    """Images per batch: WRITE_BATCH, less for raw images too large for SLOT_BYTES."""
+    if encoding != "raw":
+        return WRITE_BATCH
+    fitting = SLOT_BYTES // (BATCHES_IN_FLIGHT * image_size * image_size * 3)
+    return max(1, min(WRITE_BATCH, 1 << (max(fitting, 1).bit_length() - 1)))
+
+
 @contextlib.contextmanager
 def decoder(*, image_size: int | None, encoding: str, workers: int):
     """Yield (submit, slots): submit(chunks) starts decoding and returns a get_results function.
@@ -110,7 +124,8 @@ def decoder(*, image_size: int | None, encoding: str, workers: int):
     """
     state = {"image_size": image_size, "encoding": encoding, "slots": None}
     if encoding == "raw":
-        shape = (BATCHES_IN_FLIGHT * WRITE_BATCH, image_size, image_size, 3)
+        batch_size = write_batch_size(image_size, encoding)
+        shape = (BATCHES_IN_FLIGHT * batch_size, image_size, image_size, 3)
         # An anonymous shared mapping: forked workers write into the parent's memory.
         buffer = mmap.mmap(-1, int(np.prod(shape)))
         state["slots"] = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
@@ -136,9 +151,10 @@ def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
     """Decode `records` (with .path and .label) in order, yielding one PreparedBatch per batch."""
     in_flight = deque()
     size = files_per_chunk(records)
-    for number, start in enumerate(range(0, len(records), WRITE_BATCH)):
-        batch = records[start : start + WRITE_BATCH]
-        first_slot = (number % BATCHES_IN_FLIGHT) * WRITE_BATCH
+    batch_size = WRITE_BATCH if slots is None else len(slots) // BATCHES_IN_FLIGHT
+    for number, start in enumerate(range(0, len(records), batch_size)):
+        batch = records[start : start + batch_size]
+        first_slot = (number % BATCHES_IN_FLIGHT) * batch_size
         tasks = [(first_slot + index, record.path) for index, record in enumerate(batch)]
         chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         in_flight.append((batch, first_slot, submit(chunks)))

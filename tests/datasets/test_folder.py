@@ -269,3 +269,21 @@ def test_small_files_travel_to_the_workers_in_large_chunks_and_large_ones_in_sma
     assert low < files_per_chunk(records_of(8_000)) < high
     # Files that cannot be read count as large ones: small chunks, never an error.
     assert files_per_chunk([ImageRecord(str(tmp_path / "missing.jpg"), 0)]) == low
+
+
+@pytest.mark.parametrize("image_size", [32, 64, 224, 256, 512, 1024])
+def test_batches_of_large_images_are_smaller_and_fill_whole_chunks(image_size):
+    from pipeline.datasets.hdf5_format import chunk_rows_for
+    from pipeline.datasets.parallel_decode import (
+        BATCHES_IN_FLIGHT,
+        SLOT_BYTES,
+        WRITE_BATCH,
+        write_batch_size,
+    )
+
+    batch = write_batch_size(image_size, "raw")
+    image_bytes = image_size * image_size * 3
+    assert 1 <= batch <= WRITE_BATCH
+    assert BATCHES_IN_FLIGHT * batch * image_bytes <= SLOT_BYTES
+    assert batch % chunk_rows_for((image_size, image_size, 3)) == 0
+    assert write_batch_size(None, "jpeg") == WRITE_BATCH
