@@ -23,6 +23,7 @@ serial >= 85% of the machine's scaling. Each figure is the best of 5 runs.
 import argparse
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,11 +127,14 @@ def machine_scaling(workers: int, iterations: int = 3_000_000) -> float:
 def measure(name: str, root: Path, count: int, size: int, workers: int, scaling: float) -> None:
     def build(processes):
         output = Path(tempfile.mkdtemp(dir=root.parent))
-        return timed(
+        seconds = timed(
             lambda: build_folder(
                 output, source=root, image_size=size, workers=processes, overwrite=True
             )
         )
+        # Deleted at once, so that no run pays for writing back an earlier run's files.
+        shutil.rmtree(output)
+        return seconds
 
     # Rounds of all three, best of each: this machine is shared, and a slow spell
     # then slows one run of each rather than all runs of one.

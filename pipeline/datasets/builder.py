@@ -133,11 +133,14 @@ def write_file_dataset(
     ordered = {
         split: [items[i] for i in rng.permutation(len(items))] for split, items in records.items()
     }
-    with decoder(image_size=image_size, encoding=encoding, workers=workers) as (submit, slots):
+    with decoder(ordered, image_size=image_size, encoding=encoding, workers=workers) as (
+        submit,
+        slots,
+    ):
         return _write_dataset(
             output_dir,
             {split: len(items) for split, items in ordered.items()},
-            lambda split: prepared_batches(ordered[split], submit, slots),
+            lambda split: prepared_batches(split, ordered[split], submit, slots),
             image_shape=(image_size, image_size, 3) if encoding == "raw" else None,
             encoding=encoding,
             class_names=class_names,

@@ -101,7 +101,8 @@ class SplitWriter:
         self.num_written = 0
         # Labels are kept here and written once at finish: per-batch writes of a few
         # hundred integers cost HDF5 more than the batch's images do.
-        self._label_batches: list[np.ndarray] = []
+        self._label_batches = []
+        self._capacity = 0  # rows the images dataset has room for (asking h5py is slow)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial_path, "w")
         if encoding == "raw":
@@ -158,10 +159,11 @@ class SplitWriter:
                 f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}"
             )
         start, stop = self.num_written, self.num_written + len(images)
-        if stop > len(self._images):
+        if stop > self._capacity:
             # Grown in doubling steps (each resize costs HDF5 a metadata update) and cut
             # to the rows written at finish.
-            self._images.resize(max(stop, 2 * len(self._images)), axis=0)
+            self._capacity = max(stop, 2 * self._capacity)
+            self._images.resize(self._capacity, axis=0)
         if self.encoding == "raw":
             self._write_whole_chunks(images)
         else:

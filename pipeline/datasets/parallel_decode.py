@@ -60,20 +60,24 @@ class PreparedBatch:
     skipped: list[tuple[str, str]]  # (path, reason)
 
 
-def prepare_chunk(chunk):
-    """Decode a chunk of (slot, path) tasks: (reasons, moment values, payloads).
+def prepare_chunk(task):
+    """Decode records[split][start:stop], the images into slots first_slot on:
+    returns (reasons, moment values, payloads).
 
-    A reason is None for a usable file. Raw images go into their shared slots
+    Tasks name records by position (the workers inherited the lists when forked),
+    so that no path is pickled. Reasons: None when every file was usable, else
+    one per file (None for a usable one). Raw images go into their shared slots
     (payloads is None); JPEG payloads come back in order, None for skipped
     files. The moments travel as a plain list: cheaper to pickle than arrays.
     """
-    image_size, encoding, slots = (
-        _worker_state[key] for key in ("image_size", "encoding", "slots")
+    split, start, stop, first_slot = task
+    image_size, encoding, slots, records = (
+        _worker_state[key] for key in ("image_size", "encoding", "slots", "records")
     )
     reasons, payloads, moments, usable_slots = [], [], PixelMoments(), []
-    for slot, path in chunk:
+    for slot, record in enumerate(records[split][start:stop], start=first_slot):
         try:
-            data, image = read_image_file(path)
+            data, image = read_image_file(record.path)
         except BadImage as error:
             reasons.append(error.reason)
             payloads.append(None)
@@ -93,7 +97,11 @@ def prepare_chunk(chunk):
         first, last = usable_slots[0], usable_slots[-1]
         contiguous = last - first + 1 == len(usable_slots)
         moments = PixelMoments.of(slots[first : last + 1] if contiguous else slots[usable_slots])
-    return reasons, moments.values.tolist(), None if encoding == "raw" else payloads
+    return (
+        reasons if any(reasons) else None,
+        moments.values.tolist(),
+        None if encoding == "raw" else payloads,
+    )
 
 
 def files_per_chunk(records) -> int:
@@ -117,12 +125,13 @@ def write_batch_size(image_size: int | None, encoding: str) -> int:
 
 
 @contextlib.contextmanager
-def decoder(*, image_size: int | None, encoding: str, workers: int):
-    """Yield (submit, slots): submit(chunks) starts decoding and returns a get_results function.
+def decoder(records: dict, *, image_size: int | None, encoding: str, workers: int):
+    """Yield (submit, slots): submit(tasks) starts decoding and returns a get_results function.
 
+    `records` maps each split to its ImageRecords; the workers are forked with it.
     With workers <= 1 everything runs in this process, with the same code.
     """
-    state = {"image_size": image_size, "encoding": encoding, "slots": None}
+    state = {"image_size": image_size, "encoding": encoding, "slots": None, "records": records}
     if encoding == "raw":
         batch_size = write_batch_size(image_size, encoding)
         shape = (BATCHES_IN_FLIGHT * batch_size, image_size, image_size, 3)
@@ -134,30 +143,35 @@ def decoder(*, image_size: int | None, encoding: str, workers: int):
     try:
         if workers <= 1:
             yield (
-                (lambda chunks: lambda: [prepare_chunk(chunk) for chunk in chunks]),
+                (lambda tasks: lambda: [prepare_chunk(task) for task in tasks]),
                 state["slots"],
             )
         else:
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 yield (
-                    (lambda chunks: pool.map_async(prepare_chunk, chunks, chunksize=1).get),
+                    (lambda tasks: pool.map_async(prepare_chunk, tasks, chunksize=1).get),
                     state["slots"],
                 )
     finally:
         _worker_state.clear()
 
 
-def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
-    """Decode `records` (with .path and .label) in order, yielding one PreparedBatch per batch."""
+def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBatch]:
+    """Decode a split's `records` (with .path and .label, the list the workers were
+    forked with) in order, yielding one PreparedBatch per batch."""
     in_flight = deque()
-    size = files_per_chunk(records)
+    files_per_task = files_per_chunk(records)
+    labels = np.fromiter((record.label for record in records), dtype=np.int32, count=len(records))
     batch_size = WRITE_BATCH if slots is None else len(slots) // BATCHES_IN_FLIGHT
     for number, start in enumerate(range(0, len(records), batch_size)):
-        batch = records[start : start + batch_size]
+        stop = min(start + batch_size, len(records))
         first_slot = (number % BATCHES_IN_FLIGHT) * batch_size
-        tasks = [(first_slot + index, record.path) for index, record in enumerate(batch)]
-        chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
-        in_flight.append((batch, first_slot, submit(chunks)))
+        tasks = [
+            (split, first, min(first + files_per_task, stop), first_slot + first - start)
+            for first in range(start, stop, files_per_task)
+        ]
+        batch = (records[start:stop], labels[start:stop], first_slot, tasks)
+        in_flight.append((*batch, submit(tasks)))
         # The slots of the batch yielded here are reused only after the caller
         # has written it and asked for the next one.
         if len(in_flight) == BATCHES_IN_FLIGHT:
@@ -166,26 +180,28 @@ def prepared_batches(records, submit, slots) -> Iterator[PreparedBatch]:
         yield _collect(*in_flight.popleft(), slots)
 
 
-def _collect(batch, first_slot, get_results, slots) -> PreparedBatch:
-    chunk_results = get_results()
-    reasons = [reason for chunk_reasons, _, _ in chunk_results for reason in chunk_reasons]
-    usable = [index for index, reason in enumerate(reasons) if reason is None]
-    moments = PixelMoments(np.sum([values for _, values, _ in chunk_results], axis=0))
+def _collect(batch, labels, first_slot, tasks, get_results, slots) -> PreparedBatch:
+    results = get_results()
+    moments = PixelMoments(np.sum([values for _, values, _ in results], axis=0))
+    if all(reasons is None for reasons, _, _ in results):  # the common case: all usable
+        reasons = None
+        usable = np.arange(len(batch))
+    else:
+        reasons = []
+        for (_, start, stop, _), (chunk_reasons, _, _) in zip(tasks, results, strict=True):
+            reasons.extend(chunk_reasons or [None] * (stop - start))
+        usable = np.flatnonzero([reason is None for reason in reasons])
     if slots is None:
-        payloads = [
-            payload for _, _, chunk in chunk_results for payload in chunk if payload is not None
-        ]
+        payloads = [payload for _, _, chunk in results for payload in chunk if payload is not None]
     elif len(usable) == len(batch):
         payloads = slots[first_slot : first_slot + len(batch)]
     else:
-        payloads = slots[first_slot + np.asarray(usable, dtype=np.int64)]
-    return PreparedBatch(
-        payloads=payloads,
-        labels=np.asarray([batch[index].label for index in usable], dtype=np.int32),
-        moments=moments,
-        skipped=[
+        payloads = slots[first_slot + usable]
+    skipped = []
+    if reasons is not None:
+        skipped = [
             (record.path, reason)
             for record, reason in zip(batch, reasons, strict=True)
             if reason is not None
-        ],
-    )
+        ]
+    return PreparedBatch(payloads, labels[usable], moments, skipped)
