@@ -16,6 +16,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from pipeline.datasets.images import (
     resize_and_center_crop,
 )
 from pipeline.datasets.statistics import PixelMoments
+from pipeline.errors import UserError
 
 # Images per batch handed to the writer; only affects speed and memory.
 WRITE_BATCH = 256
@@ -147,13 +150,31 @@ def decoder(records: dict, *, image_size: int | None, encoding: str, workers: in
                 state["slots"],
             )
         else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            # An executor rather than multiprocessing.Pool: when a worker dies (killed
+            # for memory, or a decoder crashing on a hostile file) its tasks fail with
+            # BrokenProcessPool instead of waiting forever.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(workers, mp_context=context) as executor:
                 yield (
-                    (lambda tasks: pool.map_async(prepare_chunk, tasks, chunksize=1).get),
+                    (lambda tasks: _results_of([executor.submit(prepare_chunk, t) for t in tasks])),
                     state["slots"],
                 )
     finally:
         _worker_state.clear()
+
+
+def _results_of(futures):
+    def get_results():
+        try:
+            return [future.result() for future in futures]
+        except BrokenProcessPool:
+            raise WorkerDied() from None
+
+    return get_results
+
+
+class WorkerDied(Exception):
+    """A decoding worker process ended abruptly while it decoded a batch."""
 
 
 def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBatch]:
@@ -181,7 +202,13 @@ def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBat
 
 
 def _collect(batch, labels, first_slot, tasks, get_results, slots) -> PreparedBatch:
-    results = get_results()
+    try:
+        results = get_results()
+    except WorkerDied:
+        raise UserError(
+            f"a decoding worker died (killed, out of memory, or a decoder crash) on one of "
+            f"{len(batch)} files from {batch[0].path}; rerun with --workers 1 to find the file"
+        ) from None
     moments = PixelMoments(np.sum([values for _, values, _ in results], axis=0))
     if all(reasons is None for reasons, _, _ in results):  # the common case: all usable
         reasons = None

@@ -7,6 +7,7 @@ tolerance.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -287,3 +288,21 @@ def test_batches_of_large_images_are_smaller_and_fill_whole_chunks(image_size):
     assert BATCHES_IN_FLIGHT * batch * image_bytes <= SLOT_BYTES
     assert batch % chunk_rows_for((image_size, image_size, 3)) == 0
     assert write_batch_size(None, "jpeg") == WRITE_BATCH
+
+
+def test_a_worker_that_dies_stops_the_build_with_an_error_not_a_hang(
+    tmp_path, train_root, monkeypatch
+):
+    """A decoder crash (or the out-of-memory killer) ends a worker abruptly: the build
+    must say so and leave nothing behind, not wait forever for the lost results."""
+    real_read = parallel_decode.read_image_file
+
+    def crash_on_one_file(path):
+        if path.endswith("_1.png"):
+            os._exit(70)  # as a segmentation fault would: no exception, no cleanup
+        return real_read(path)
+
+    monkeypatch.setattr(parallel_decode, "read_image_file", crash_on_one_file)
+    with pytest.raises(UserError, match="a decoding worker died .* --workers 1"):
+        build(tmp_path / "out", train_root, workers=2)
+    assert not list((tmp_path / "out").glob("*.h5*"))
