@@ -113,6 +113,7 @@ def worker_run_dir(run_dir: Path, kind: str) -> Path:
     and record in run_dir/worker_K, so that each can resume on its own machine."""
     if kind != "multiworker":
         return run_dir
+    _refuse_multiworker_on_tensorflow()  # before anything is created in run_dir
     process_id = cluster_from_environment().process_id
     return run_dir if process_id == 0 else run_dir / f"worker_{process_id}"
 
@@ -133,15 +134,7 @@ def _tensorflow_distribution(kind: str) -> Distribution:
     import tensorflow as tf
 
     if kind == "multiworker":
-        # Measured here with TensorFlow 2.21 and Keras 3.15: two workers on loopback fail
-        # in the first train step ("Attempt to convert a value (PerReplica ...) to a
-        # Tensor"), the open Keras issue keras-team/keras#20585. Refused clearly rather
-        # than started and crashed; the JAX backend runs the same cluster.
-        raise UserError(
-            "training.distribute = 'multiworker' does not work with Keras 3's fit on "
-            "TensorFlow (keras-team/keras#20585): run the same command with "
-            "KERAS_BACKEND=jax, or 'mirrored' on one machine"
-        )
+        _refuse_multiworker_on_tensorflow()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     if kind == "auto" and len(tf.config.list_logical_devices("GPU")) < 2:
         return Distribution(contextlib.nullcontext())
@@ -152,6 +145,19 @@ def _tensorflow_distribution(kind: str) -> Distribution:
         name="mirrored",
         local_replicas=strategy.num_replicas_in_sync,
     )
+
+
+def _refuse_multiworker_on_tensorflow() -> None:
+    # Measured here with TensorFlow 2.21 and Keras 3.15: two workers on loopback fail
+    # in the first train step ("Attempt to convert a value (PerReplica ...) to a
+    # Tensor"), the open Keras issue keras-team/keras#20585. Refused clearly rather
+    # than started and crashed; the JAX backend runs the same cluster.
+    if keras.backend.backend() == "tensorflow":
+        raise UserError(
+            "training.distribute = 'multiworker' does not work with Keras 3's fit on "
+            "TensorFlow (keras-team/keras#20585): run the same command with "
+            "KERAS_BACKEND=jax, or 'mirrored' on one machine"
+        )
 
 
 def _jax_distribution(kind: str) -> Distribution:

@@ -268,8 +268,11 @@ def test_a_bad_cluster_description_is_a_one_line_error(environ, message):
 
 
 def test_workers_other_than_the_chief_write_to_their_own_folder(tmp_path, monkeypatch):
+    import keras
+
     from pipeline.distribute import worker_run_dir
 
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     assert worker_run_dir(tmp_path, "multiworker") == tmp_path / "worker_1"
@@ -277,3 +280,20 @@ def test_workers_other_than_the_chief_write_to_their_own_folder(tmp_path, monkey
     tf_config["task"]["index"] = 0
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     assert worker_run_dir(tmp_path, "multiworker") == tmp_path
+
+
+def test_multiworker_on_tensorflow_is_refused_before_the_run_directory_is_touched(
+    tmp_path, monkeypatch, digits_dir
+):
+    from pipeline.config import load_config
+    from pipeline.errors import UserError
+    from pipeline.training import train
+
+    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    config = load_config(
+        None, [f"data.dataset_dir={digits_dir}", "training.distribute=multiworker"]
+    )
+    with pytest.raises(UserError, match="KERAS_BACKEND=jax"):
+        train(config, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
