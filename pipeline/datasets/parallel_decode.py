@@ -164,17 +164,7 @@ def decoder(records: dict, *, image_size: int | None, encoding: str, workers: in
 
 
 def _results_of(futures):
-    def get_results():
-        try:
-            return [future.result() for future in futures]
-        except BrokenProcessPool:
-            raise WorkerDied() from None
-
-    return get_results
-
-
-class WorkerDied(Exception):
-    """A decoding worker process ended abruptly while it decoded a batch."""
+    return lambda: [future.result() for future in futures]
 
 
 def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBatch]:
@@ -204,7 +194,7 @@ def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBat
 def _collect(batch, labels, first_slot, tasks, get_results, slots) -> PreparedBatch:
     try:
         results = get_results()
-    except WorkerDied:
+    except BrokenProcessPool:
         raise UserError(
             f"a decoding worker died (killed, out of memory, or a decoder crash) on one of "
             f"{len(batch)} files from {batch[0].path}; rerun with --workers 1 to find the file"
