@@ -177,8 +177,8 @@ class SplitWriter:
         HDF5's direct chunk write skips its hyperslab selection and chunk cache:
         measured, it halves the cost of writing (to the cost of a plain file
         write). It takes whole chunks only, so the rows of an unfilled last
-        chunk wait in `_pending` (only after a short batch: batches of 256 fill
-        whole chunks).
+        chunk wait in `_pending` (only after a short batch: the builders' full
+        batches are powers of two, which fill whole chunks).
         """
         rows = self._chunk_rows
         first_row = self.num_written - len(self._pending)  # chunk-aligned
