@@ -11,6 +11,7 @@ In a config: `augment = [{name = "pad_crop", pad = 4}, {name = "flip"}]`.
 """
 
 import inspect
+import threading
 
 import cv2
 import numpy as np
@@ -234,22 +235,29 @@ class ScaleCrop:
 class KerasRandAugment:
     """keras.layers.RandAugment on the batch (value range 0-255).
 
-    Its random draws come from Keras' own seed generator (seeded once), not
-    from the batch's rng, so unlike the others it does not repeat exactly
-    after a resume.
+    The layer draws from its own seed generator; its state is set from the
+    batch's rng (and `seed`) before each batch, so that, like the other steps,
+    its draws depend only on (seed, epoch, batch) and repeat exactly after a
+    resume. The lock keeps loader threads from interleaving state and draws.
     """
 
     def __init__(self, num_ops: int = 2, factor: float = 0.5, seed: int = 0) -> None:
         import keras
 
+        self.seed = seed
         self.layer = keras.layers.RandAugment(
             value_range=(0, 255), num_ops=num_ops, factor=factor, seed=seed
         )
+        self._lock = threading.Lock()
 
     def __call__(self, images, rng):
         import keras
 
-        augmented = self.layer(images.astype("float32"), training=True)
+        state = self.layer.generator.state
+        start = np.array([rng.integers(2**31), self.seed], dtype=np.int64)
+        with self._lock:
+            state.assign(keras.ops.convert_to_tensor(start, dtype=state.dtype))
+            augmented = self.layer(images.astype("float32"), training=True)
         return np.clip(keras.ops.convert_to_numpy(augmented), 0, 255).astype(np.uint8)
 
 

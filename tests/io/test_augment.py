@@ -548,3 +548,14 @@ def test_keras_randaugment_returns_uint8_of_the_same_shape():
     images = random_images(count=2, size=16)
     output = augmenter(images, np.random.default_rng(0))
     assert output.shape == images.shape and output.dtype == np.uint8
+
+
+def test_keras_randaugment_draws_follow_the_batch_rng_so_a_resume_repeats_them():
+    augmenter = build_augmenter([{"name": "randaugment", "num_ops": 2, "factor": 0.9}])
+    images = random_images(count=4, size=16)
+    first = augmenter(images, np.random.default_rng(5))
+    augmenter(images, np.random.default_rng(6))  # another batch in between
+    again = augmenter(images, np.random.default_rng(5))
+    np.testing.assert_array_equal(first, again)
+    others = [augmenter(images, np.random.default_rng(seed)) for seed in range(7, 12)]
+    assert any(not np.array_equal(first, other) for other in others)
