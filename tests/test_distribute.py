@@ -130,8 +130,9 @@ from pipeline.nn.model_io import load_model
 from pipeline.training import train
 worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 config = tiny_config(
-    sys.argv[1], "training.distribute=multiworker", "training.epochs=3",
-    "training.checkpoint_every=1", 'data.augment=[{name = "flip"}]',
+    sys.argv[1], "training.distribute=multiworker", "training.epochs=2",
+    "training.checkpoint_every=1",
+    'data.augment=[{name = "flip"}, {name = "randaugment", num_ops = 1}]',
 )
 
 class CtrlC(keras.callbacks.Callback):
@@ -194,8 +195,8 @@ def test_two_workers_on_loopback_train_stop_together_and_resume_exactly(tmp_path
         assert float(output.split("max difference")[1].split()[0]) <= 1e-6
         assert f"run_dir {run_dir}" in output
     # Worker 1 keeps its own copy of the run, equal to the chief's.
-    chief = tmp_path / "straight" / "epoch_0003.keras"
-    copy = tmp_path / "straight" / "worker_1" / "epoch_0003.keras"
+    chief = tmp_path / "straight" / "epoch_0002.keras"
+    copy = tmp_path / "straight" / "worker_1" / "epoch_0002.keras"
     from pipeline.nn.model_io import load_model
 
     for x, y in zip(load_model(chief).get_weights(), load_model(copy).get_weights(), strict=True):

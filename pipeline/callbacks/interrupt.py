@@ -102,16 +102,18 @@ class InterruptCheckpoint(keras.callbacks.Callback):
         self.epoch, self.offset = epoch, self.generator.start_batch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.requested = self.agree(self.requested)
+        # The agreed answer is kept apart from `requested`, which only the signal
+        # handler sets: a ctrl+c arriving during the agreement is kept for the next batch.
+        stop = self.agree(self.requested)
         done = self.offset + batch + 1
-        if self.requested and done < self.generator.batches_per_epoch:
+        if stop and done < self.generator.batches_per_epoch:
             self._save_and_stop(self.epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
         # After the last epoch there is nothing to resume: training ends as usual,
         # with its final checkpoint.
-        self.requested = self.agree(self.requested)
-        if self.requested and epoch + 1 < self.params.get("epochs", 0):
+        stop = self.agree(self.requested)
+        if stop and epoch + 1 < self.params.get("epochs", 0):
             self._save_and_stop(epoch + 1, 0)
 
     def _save_and_stop(self, epoch: int, batch: int) -> None:

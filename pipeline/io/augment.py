@@ -245,9 +245,18 @@ class KerasRandAugment:
         import keras
 
         self.seed = seed
-        self.layer = keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=num_ops, factor=factor, seed=seed
-        )
+        # Built outside any distribution: under a multi-worker DataParallel its seed
+        # state would be a variable spread over every process, and setting it from
+        # one worker's batch stream a cross-process collective (which fails, the
+        # values differing between workers). The layer runs on host batches anyway.
+        distribution = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
+        try:
+            self.layer = keras.layers.RandAugment(
+                value_range=(0, 255), num_ops=num_ops, factor=factor, seed=seed
+            )
+        finally:
+            keras.distribution.set_distribution(distribution)
         self._lock = threading.Lock()
 
     def __call__(self, images, rng):
