@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from pipeline.cluster import cluster_in_environment, own_run_dir
 from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
 from pipeline.errors import INTERRUPTED_EXIT_CODE, OneLineArgumentParser
 from pipeline.run_dir import CONFIG_FILE
@@ -47,6 +48,15 @@ def training_parser(description: str) -> OneLineArgumentParser:
     return parser
 
 
+def _saved_config(run_dir: Path) -> Path | None:
+    """The config.json a resumed run continues with: a multi-worker run's non-chief
+    workers read their own copy, since their machine may not see the chief's."""
+    candidates = [run_dir / CONFIG_FILE]
+    if cluster_in_environment():
+        candidates.insert(0, own_run_dir(run_dir) / CONFIG_FILE)
+    return next((path for path in candidates if path.is_file()), None)
+
+
 def train_from_command_line(argv, *, script: str, schedule: str | None, description: str) -> int:
     """Parse the training options and train. Returns the exit code: 0, or 130 after ctrl+c.
 
@@ -57,8 +67,8 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
     run_dir = Path(args.checkpoints or load_config(args.config, args.overrides).checkpoints)
     resuming = args.resume or args.model or args.start_epoch
     config_path = args.config
-    if config_path is None and resuming and (run_dir / CONFIG_FILE).is_file():
-        config_path = run_dir / CONFIG_FILE
+    if config_path is None and resuming:
+        config_path = _saved_config(run_dir)
     extra = [f"training.epochs={args.epochs}"] if args.epochs is not None else []
     config = load_config(config_path, [*args.overrides, *extra])
     if schedule and config.training.schedule == "constant":

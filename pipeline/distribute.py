@@ -8,19 +8,13 @@ global device list.
 
 import contextlib
 import dataclasses
-import json
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from pipeline.cluster import cluster_from_environment, own_run_dir
 from pipeline.errors import UserError
-
-CLUSTER_VARIABLES = (
-    "TF_CONFIG, or KERAS_DISTRIBUTION_JOB_ADDRESSES with KERAS_DISTRIBUTION_NUM_PROCESSES "
-    "and KERAS_DISTRIBUTION_PROCESS_ID"
-)
 
 
 @dataclasses.dataclass
@@ -45,77 +39,23 @@ class Distribution:
 
         return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
+    def same_on_every_process(self, values: tuple[int, ...]) -> bool:
+        """Whether every worker holds these same integers (a collective call)."""
+        if self.process_count == 1:
+            return True
+        from jax.experimental import multihost_utils
 
-@dataclasses.dataclass(frozen=True)
-class Cluster:
-    """The workers of a multi-worker run: process 0 is the coordinator (the chief)."""
-
-    addresses: tuple[str, ...]
-    process_id: int
-
-    @property
-    def coordinator(self) -> str:
-        return self.addresses[0]
-
-    @property
-    def num_processes(self) -> int:
-        return len(self.addresses)
-
-
-def cluster_from_environment(environ=None) -> Cluster:
-    """The cluster from TF_CONFIG (TensorFlow's convention, a chief first if it names
-    one) or from Keras' KERAS_DISTRIBUTION_* variables."""
-    environ = os.environ if environ is None else environ
-    if environ.get("TF_CONFIG"):
-        return _cluster_from_tf_config(environ["TF_CONFIG"])
-    if environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES"):
-        addresses = tuple(environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(","))
-        try:
-            count = int(environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", len(addresses)))
-            process_id = int(environ["KERAS_DISTRIBUTION_PROCESS_ID"])
-        except (KeyError, ValueError) as error:
-            raise UserError(f"multi-worker training needs {CLUSTER_VARIABLES}: {error}") from None
-        if len(addresses) == 1 and count > 1:  # only the coordinator given
-            addresses = addresses * count
-        return _checked_cluster(addresses, process_id, "KERAS_DISTRIBUTION_JOB_ADDRESSES")
-    raise UserError(f"training.distribute = 'multiworker' needs {CLUSTER_VARIABLES} set")
-
-
-def _cluster_from_tf_config(text: str) -> Cluster:
-    try:
-        tf_config = json.loads(text)
-        cluster, task = tf_config["cluster"], tf_config["task"]
-        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
-        kind, index = task["type"], int(task["index"])
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise UserError(
-            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
-            f'"task": {{"type": "worker", "index": 0}}}}: {error!r}'
-        ) from None
-    if kind not in ("chief", "worker"):
-        raise UserError(f"TF_CONFIG task type must be 'chief' or 'worker', got {kind!r}")
-    process_id = index if kind == "chief" else len(chiefs) + index
-    return _checked_cluster(tuple(chiefs + workers), process_id, "TF_CONFIG")
-
-
-def _checked_cluster(addresses: tuple[str, ...], process_id: int, source: str) -> Cluster:
-    if not 0 <= process_id < len(addresses):
-        raise UserError(
-            f"{source}: this worker's index {process_id} is not among the "
-            f"{len(addresses)} workers listed"
-        )
-    return Cluster(addresses, process_id)
+        gathered = multihost_utils.process_allgather(np.asarray(values, dtype=np.int64))
+        return bool(np.all(gathered == gathered[0]))
 
 
 def worker_run_dir(run_dir: Path, kind: str) -> Path:
-    """Where this process writes: the run directory itself, except for workers other
-    than the chief in a multi-worker run, which keep their own copy of every checkpoint
-    and record in run_dir/worker_K, so that each can resume on its own machine."""
+    """Where this process writes: the run directory, or in a multi-worker run this
+    worker's own (see pipeline.cluster.own_run_dir)."""
     if kind != "multiworker":
         return run_dir
     _refuse_multiworker_on_tensorflow()  # before anything is created in run_dir
-    process_id = cluster_from_environment().process_id
-    return run_dir if process_id == 0 else run_dir / f"worker_{process_id}"
+    return own_run_dir(run_dir)
 
 
 def setup_distribution(kind: str) -> Distribution:

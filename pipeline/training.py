@@ -34,6 +34,7 @@ from pipeline.distribute import (
 )
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
+from pipeline.io.hdf5_generator import fits_in_memory
 from pipeline.nn.model_io import build_model_for_data, check_model_matches_data, load_model
 from pipeline.run_dir import (
     BEST,
@@ -64,6 +65,8 @@ class StartPoint:
     batch_size: int | None = None
     # The interrupted epoch's metric sums, restored when it resumes.
     metric_states: tuple = ()
+    # The number of workers that trained it (the shards of a mid-epoch position).
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +107,7 @@ def train(
                 f"{training.epochs}; raise it with --epochs"
             )
         distribution = setup_distribution(training.distribute)
+        _check_workers_agree(start, distribution)
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
@@ -125,6 +129,22 @@ def train(
             model, config, run_dir, start, (train_data, val_data), distribution, learning_rate,
             callbacks,
         )  # fmt: skip
+
+
+def _check_workers_agree(start: StartPoint, distribution) -> None:
+    """Workers resume on their own copies of the run: all must start from one position,
+    and a mid-epoch position needs the worker count that split that epoch."""
+    if start.batch and start.workers != distribution.process_count:
+        raise UserError(
+            f"{start.checkpoint} stopped mid-epoch with {start.workers} worker(s), this run "
+            f"has {distribution.process_count}: resume with as many, or from an epoch "
+            f"checkpoint (--start_epoch)"
+        )
+    if not distribution.same_on_every_process((start.epoch, start.batch)):
+        raise UserError(
+            f"the workers start from different points (this one: epoch {start.epoch}, "
+            f"batch {start.batch}, from {start.checkpoint}); resume every worker alike"
+        )
 
 
 def resolve_start(
@@ -174,7 +194,10 @@ def resolve_start(
 def _start_from(checkpoint: Path, state: dict) -> StartPoint:
     batch_size = state.get("config", {}).get("training", {}).get("batch_size")
     metric_states = tuple(state.get("metric_states", ())) if state["batch"] else ()
-    return StartPoint(checkpoint, state["epoch"], state["batch"], batch_size, metric_states)
+    workers = int(state.get("workers", 1))
+    return StartPoint(
+        checkpoint, state["epoch"], state["batch"], batch_size, metric_states, workers
+    )
 
 
 def _rewind(run_dir: Path, start: StartPoint) -> StartPoint:
@@ -205,7 +228,8 @@ def open_data(config: ExperimentConfig, distribution):
     Keras splits each batch between the replicas. With several workers, each feeds
     its part of every global batch from its own shard of the training split; each
     feeds the whole validation split, so that every validation sample counts the same
-    number of times (none is dropped) and the validation metrics stay exact.
+    number of times and the validation metrics stay exact (JAX's data-parallel last
+    batch still drops fewer samples than a worker has devices, as on one machine).
     """
     data, training = config.data, config.training
     workers = distribution.process_count
@@ -224,8 +248,15 @@ def open_data(config: ExperimentConfig, distribution):
     loading["batch_multiple"] = (
         distribution.local_replicas if distribution.name in ("data_parallel", "multiworker") else 1
     )
+    train_path = split_path(data.dataset_dir, data.train_split)
+    train_storage = data.storage
+    if workers > 1 and train_storage == "auto":
+        # The epoch order depends on the storage mode, and the workers must split one
+        # order: out of core on all of them unless the split fits in memory on all.
+        too_large = distribution.any_process(not fits_in_memory(train_path))
+        train_storage = "disk" if too_large else "memory"
     train_data = HDF5DatasetGenerator(
-        split_path(data.dataset_dir, data.train_split),
+        train_path,
         batch_size,
         shuffle=True,
         augment=data.augment,
@@ -234,7 +265,7 @@ def open_data(config: ExperimentConfig, distribution):
         num_shards=workers,
         # Workers step together: every one must have the same number of batches.
         equal_shards=True,
-        **loading,
+        **{**loading, "storage": train_storage},
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
@@ -285,7 +316,11 @@ def _fit(model, config, run_dir, start, data, distribution, learning_rate, extra
     train_data, val_data = data
     config_dict = config.to_dict()
     loader_sync = LoaderEpochSync(train_data)
-    state = {"config": config_dict, "class_names": list(train_data.info.class_names)}
+    state = {
+        "config": config_dict,
+        "class_names": list(train_data.info.class_names),
+        "workers": distribution.process_count,
+    }
     checkpoint = EpochCheckpoint(
         run_dir,
         training.checkpoint_every,

@@ -210,7 +210,7 @@ def test_two_workers_on_loopback_train_stop_together_and_resume_exactly(tmp_path
 
 
 def test_tf_config_gives_the_coordinator_and_this_workers_index():
-    from pipeline.distribute import cluster_from_environment
+    from pipeline.cluster import cluster_from_environment
 
     workers = ["a:1", "b:2", "c:3"]
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": 2}}
@@ -219,7 +219,7 @@ def test_tf_config_gives_the_coordinator_and_this_workers_index():
 
 
 def test_a_chief_in_tf_config_is_process_zero():
-    from pipeline.distribute import cluster_from_environment
+    from pipeline.cluster import cluster_from_environment
 
     cluster = {"chief": ["boss:1"], "worker": ["a:1", "b:2"]}
     as_worker = {"cluster": cluster, "task": {"type": "worker", "index": 0}}
@@ -231,7 +231,7 @@ def test_a_chief_in_tf_config_is_process_zero():
 
 
 def test_keras_distribution_variables_describe_a_cluster_too():
-    from pipeline.distribute import cluster_from_environment
+    from pipeline.cluster import cluster_from_environment
 
     cluster = cluster_from_environment(
         {
@@ -257,10 +257,30 @@ def one_worker_tf_config(task_type: str, index: int) -> dict:
         (one_worker_tf_config("ps", 0), "must be 'chief' or 'worker'"),
         (one_worker_tf_config("worker", 1), "index 1 is not among the 1 workers"),
         ({"KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:2"}, "KERAS_DISTRIBUTION_PROCESS_ID"),
+        (
+            {
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES": "a:1,b:2",
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "3",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+            },
+            "NUM_PROCESSES is 3 but .* lists 2",
+        ),
+        (
+            {
+                "TF_CONFIG": json.dumps(
+                    {
+                        "cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+                        "task": {"type": "chief", "index": 1},
+                    }
+                )
+            },
+            "chief's index 1 is not among the 1 chiefs",
+        ),
+        (one_worker_tf_config("worker", -1), "index -1 is not among"),
     ],
 )
 def test_a_bad_cluster_description_is_a_one_line_error(environ, message):
-    from pipeline.distribute import cluster_from_environment
+    from pipeline.cluster import cluster_from_environment
     from pipeline.errors import UserError
 
     with pytest.raises(UserError, match=message) as raised:
@@ -298,3 +318,64 @@ def test_multiworker_on_tensorflow_is_refused_before_the_run_directory_is_touche
     with pytest.raises(UserError, match="KERAS_BACKEND=jax"):
         train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_worker_reads_its_own_copy_of_the_config(tmp_path, monkeypatch):
+    from pipeline.cli import _saved_config
+
+    (tmp_path / "worker_1").mkdir()
+    (tmp_path / "worker_1" / "config.json").write_text("{}")
+    assert _saved_config(tmp_path) is None  # no cluster: the chief's, which is missing
+    tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert _saved_config(tmp_path) == tmp_path / "worker_1" / "config.json"
+    (tmp_path / "worker_1" / "config.json").unlink()
+    (tmp_path / "config.json").write_text("{}")  # a shared file system: the chief's
+    assert _saved_config(tmp_path) == tmp_path / "config.json"
+
+
+def two_worker_distribution(index: int, **collectives):
+    import contextlib
+
+    from pipeline.distribute import Distribution
+
+    distribution = Distribution(
+        contextlib.nullcontext(), num_replicas=2, name="multiworker", process_index=index,
+        process_count=2,
+    )  # fmt: skip
+    for name, function in collectives.items():
+        setattr(distribution, name, function)
+    return distribution
+
+
+@pytest.mark.parametrize("some_worker_lacks_memory", [False, True])
+def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
+    digits_dir, some_worker_lacks_memory
+):
+    from pipeline.config import load_config
+    from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage
+    from pipeline.training import open_data
+
+    config = load_config(None, [f"data.dataset_dir={digits_dir}", "training.batch_size=64"])
+    distribution = two_worker_distribution(1, any_process=lambda flag: some_worker_lacks_memory)
+    train_data, val_data = open_data(config, distribution)
+    expected = OutOfCoreStorage if some_worker_lacks_memory else InMemoryStorage
+    assert isinstance(train_data.storage, expected)
+    assert train_data.batch_size == 32 and train_data.num_samples == 1257 // 2
+    assert (train_data.shard_index, train_data.num_shards) == (1, 2)
+    # Every worker feeds the whole validation split.
+    assert val_data.num_samples == 180 and val_data.num_shards == 1
+
+
+def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
+    from pipeline.errors import UserError
+    from pipeline.training import StartPoint, _check_workers_agree
+
+    start = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, workers=4)
+    agreeing = two_worker_distribution(0, same_on_every_process=lambda values: True)
+    with pytest.raises(UserError, match="mid-epoch with 4 worker.*this run has 2"):
+        _check_workers_agree(start, agreeing)
+    _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0, workers=4), agreeing)
+    disagreeing = two_worker_distribution(0, same_on_every_process=lambda values: False)
+    with pytest.raises(UserError, match="start from different points"):
+        _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0), disagreeing)

@@ -205,10 +205,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         if mode not in STORAGE_MODES:
             raise UserError(f"storage must be one of {STORAGE_MODES}, got {mode!r}")
         if mode == "auto":
-            fits = (
-                stored_image_bytes(self.db_path) <= IN_MEMORY_SHARE_OF_RAM * physical_memory_bytes()
-            )
-            mode = "memory" if fits else "disk"
+            mode = "memory" if fits_in_memory(self.db_path) else "disk"
         if mode == "memory":
             self.window_blocks = None
             return InMemoryStorage(self.db_path)
@@ -249,6 +246,11 @@ def windowed_block_order(num_samples, block_rows, window_blocks, rng) -> np.ndar
         )
         pieces.append(rng.permutation(members))
     return np.concatenate(pieces)
+
+
+def fits_in_memory(db_path) -> bool:
+    """Whether `storage = "auto"` keeps this split in memory on this machine."""
+    return stored_image_bytes(db_path) <= IN_MEMORY_SHARE_OF_RAM * physical_memory_bytes()
 
 
 def _check_shard(shard_index: int, num_shards: int) -> tuple[int, int]:
