@@ -167,7 +167,9 @@ class SplitWriter:
         if self.encoding == "raw":
             self._write_whole_chunks(images)
         else:
-            self._images[start:stop] = images
+            # write_direct, not slice assignment: h5py would broadcast a batch of one
+            # payload, or of payloads of equal length, as a 2-D array and fail.
+            self._images.write_direct(images, dest_sel=np.s_[start:stop])
         self._label_batches.append(labels.astype(np.int32))
         self.num_written = stop
 

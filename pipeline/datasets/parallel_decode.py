@@ -170,6 +170,17 @@ def _results_of(futures):
 def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBatch]:
     """Decode a split's `records` (with .path and .label, the list the workers were
     forked with) in order, yielding one PreparedBatch per batch."""
+    try:
+        yield from _prepared_batches(split, records, submit, slots)
+    except BrokenProcessPool:
+        # Every batch in flight fails together, so the file cannot be named here.
+        raise UserError(
+            f"a decoding worker died (killed, out of memory, or a decoder crash) while "
+            f"decoding the {split} split; rerun with --workers 1 to find the file"
+        ) from None
+
+
+def _prepared_batches(split, records, submit, slots) -> Iterator[PreparedBatch]:
     in_flight = deque()
     files_per_task = files_per_chunk(records)
     labels = np.fromiter((record.label for record in records), dtype=np.int32, count=len(records))
@@ -192,13 +203,7 @@ def prepared_batches(split: str, records, submit, slots) -> Iterator[PreparedBat
 
 
 def _collect(batch, labels, first_slot, tasks, get_results, slots) -> PreparedBatch:
-    try:
-        results = get_results()
-    except BrokenProcessPool:
-        raise UserError(
-            f"a decoding worker died (killed, out of memory, or a decoder crash) on one of "
-            f"{len(batch)} files from {batch[0].path}; rerun with --workers 1 to find the file"
-        ) from None
+    results = get_results()
     moments = PixelMoments(np.sum([values for _, values, _ in results], axis=0))
     if all(reasons is None for reasons, _, _ in results):  # the common case: all usable
         reasons = None

@@ -121,3 +121,22 @@ def test_writer_rejects_labels_outside_the_classes(tmp_path):
         pytest.raises(ValueError, match="labels must lie in"),
     ):
         writer.add(np.zeros((1, 2, 2, 3), np.uint8), np.array([2]))
+
+
+def test_jpeg_batches_of_one_image_or_of_equal_lengths_are_stored_exactly(tmp_path):
+    """A JPEG split whose last batch holds one image (or whose payloads happen to share a
+    length) must store each payload as its own row."""
+    payloads = [b"\xff\xd8one\xff\xd9", b"\xff\xd8two\xff\xd9", b"\xff\xd8three!\xff\xd9", b"x"]
+    with SplitWriter(
+        tmp_path / "x.h5", class_names=["a", "b"], split="train", source="t", encoding="jpeg"
+    ) as writer:
+        writer.add(payloads[:1], [0])  # one image
+        writer.add(payloads[1:2], [1])  # one image again, after the first batch
+        writer.add(payloads[:2], [0, 1])  # two payloads of the same length
+        writer.add(payloads[2:], [1, 0])
+        writer.finish((0, 0, 0), (1, 1, 1))
+    expected = [payloads[0], payloads[1], payloads[0], payloads[1], payloads[2], payloads[3]]
+    with open_split(tmp_path / "x.h5") as handle:
+        stored = [bytes(row) for row in handle["images"][()]]
+        assert stored == expected
+        assert handle["labels"][()].tolist() == [0, 1, 0, 1, 1, 0]
