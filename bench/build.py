@@ -31,8 +31,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.datasets.builder import ImageRecord
 from pipeline.datasets.folder import build as build_folder
 from pipeline.datasets.images import read_image_file, resize_and_center_crop
+from pipeline.datasets.parallel_decode import files_per_chunk
 from pipeline.datasets.statistics import PixelMoments
 
 NUM_CLASSES = 10
@@ -66,12 +68,15 @@ def decode_only(arguments):
 
 
 def decode_limit(root: Path, size: int, workers: int) -> float:
-    """Seconds for a decode-only job: start a pool, decode and resize every file, discard."""
-    tasks = [(str(path), size) for path in sorted(root.rglob("*.jpg"))]
+    """Seconds for a decode-only job: start a pool, decode and resize every file, discard.
+    Files travel in chunks as large as the build's, so that task traffic costs both alike."""
+    paths = sorted(map(str, root.rglob("*.jpg")))
+    tasks = [(path, size) for path in paths]
+    chunk = files_per_chunk([ImageRecord(path, 0) for path in paths])
 
     def run():
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pool.map(decode_only, tasks, chunksize=16)
+            pool.map(decode_only, tasks, chunksize=chunk)
 
     return timed(run)
 

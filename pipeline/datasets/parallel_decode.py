@@ -154,11 +154,20 @@ def decoder(records: dict, *, image_size: int | None, encoding: str, workers: in
             # for memory, or a decoder crashing on a hostile file) its tasks fail with
             # BrokenProcessPool instead of waiting forever.
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=context) as executor:
+            executor = ProcessPoolExecutor(workers, mp_context=context)
+            # Fork every worker now, before the writer opens any file: a worker forked
+            # later would inherit the HDF5 file's descriptor, and its lock with it.
+            executor.submit(int).result()
+            try:
                 yield (
                     (lambda tasks: _results_of([executor.submit(prepare_chunk, t) for t in tasks])),
                     state["slots"],
                 )
+            finally:
+                # Not waiting for the idle workers to exit (they do, in the background)
+                # saves a build the 10 ms that waiting costs; on an error, queued tasks
+                # are dropped.
+                executor.shutdown(wait=False, cancel_futures=True)
     finally:
         _worker_state.clear()
 
