@@ -11,11 +11,12 @@ of about 500x375 JPEGs (ImageNet-like, resized to 256 at build time):
   machine scaling   a pure-Python compute task on 1 and on --workers processes:
                     what parallelism can give on this machine at all;
   ceiling           what a build must do beside decoding, timed alone in this
-                    process: a plain file write of the decoded pixels and their
-                    exact statistics. When the workers fill every core, no build
-                    can beat decode / (decode + write + statistics) of the
-                    decode limit: on 2 cores the writer shares them with the
-                    workers; on a machine with a spare core it would not.
+                    process: listing the files, a plain file write of the
+                    decoded pixels and their exact statistics. When the workers
+                    fill every core, no build can beat decode / (decode +
+                    listing + write + statistics) of the decode limit: on 2
+                    cores the writer shares them with the workers; on a machine
+                    with a spare core it would not.
 Targets: parallel build >= 90% of the decode limit's rate; its speed-up over
 serial >= 85% of the machine's scaling. Each figure is the best of 5 runs.
 """
@@ -33,6 +34,8 @@ import numpy as np
 
 from pipeline.datasets.builder import ImageRecord
 from pipeline.datasets.folder import build as build_folder
+from pipeline.datasets.folder import tree_records
+from pipeline.datasets.image_folders import class_folders
 from pipeline.datasets.images import read_image_file, resize_and_center_crop
 from pipeline.datasets.parallel_decode import files_per_chunk
 from pipeline.datasets.statistics import PixelMoments
@@ -81,10 +84,11 @@ def decode_limit(root: Path, size: int, workers: int) -> float:
     return timed(run)
 
 
-def ceiling(root: Path, size: int) -> tuple[float, float, float]:
-    """Seconds per image, in this process, to decode, to write the pixels to a plain
-    file, and to compute the exact statistics (moments by chunks of 64, mean-image sums
-    by batches of 256): the work a build adds to decoding, measured alone."""
+def ceiling(root: Path, size: int) -> tuple[float, float, float, float]:
+    """Seconds per image, in this process, to decode, to list the files, to write the
+    pixels to a plain file, and to compute the exact statistics (moments by chunks of
+    64, mean-image sums by batches of 256): the work a build adds to decoding (the
+    decode limit gets its file list for free), measured alone."""
     paths = sorted(map(str, root.rglob("*.jpg")))
     images = np.empty((len(paths), size, size, 3), np.uint8)
 
@@ -105,7 +109,11 @@ def ceiling(root: Path, size: int) -> tuple[float, float, float]:
         for start in range(0, len(images), 256):
             images[start : start + 256].sum(axis=0, dtype=np.uint16)
 
-    steps = (decode, write, statistics)
+    def listing():
+        folders = class_folders(root)
+        tree_records(root, {folder.name: label for label, folder in enumerate(folders)})
+
+    steps = (decode, listing, write, statistics)
     return tuple(best_of(REPEATS, lambda step=step: timed(step)) / len(paths) for step in steps)
 
 
@@ -149,18 +157,18 @@ def measure(name: str, root: Path, count: int, size: int, workers: int, scaling:
     # then slows one run of each rather than all runs of one.
     rounds = [(build(1), build(workers), decode_limit(root, size, workers)) for _ in range(REPEATS)]
     serial, parallel, limit = (min(column) for column in zip(*rounds, strict=True))
-    decode, write, statistics = ceiling(root, size)
+    decode, listing, write, statistics = ceiling(root, size)
     speedup = serial / parallel
     print(f"\n{name}: {count} JPEGs -> {size}x{size}, {workers} workers")
     print(f"  serial build     {count / serial:8.0f} images/s")
     print(f"  parallel build   {count / parallel:8.0f} images/s")
     print(f"  decode limit     {count / limit:8.0f} images/s (parallel decode and resize only)")
     print(f"  parallel build / decode limit: {limit / parallel:.0%} (target >= 90%)")
+    extra = listing + write + statistics
     print(
-        f"  ceiling: decode {decode * 1e6:.0f} us, write {write * 1e6:.1f} us, statistics "
-        f"{statistics * 1e6:.1f} us per image -> at most "
-        f"{decode / (decode + write + statistics):.0%} of the decode limit when the workers "
-        f"fill every core"
+        f"  ceiling: decode {decode * 1e6:.0f} us; listing {listing * 1e6:.1f}, write "
+        f"{write * 1e6:.1f}, statistics {statistics * 1e6:.1f} us per image -> at most "
+        f"{decode / (decode + extra):.0%} of the decode limit when the workers fill every core"
     )
     print(
         f"  speed-up over serial {speedup:.2f}x = {speedup / scaling:.0%} of the machine's "
