@@ -36,7 +36,7 @@ from pipeline.datasets.builder import ImageRecord
 from pipeline.datasets.folder import build as build_folder
 from pipeline.datasets.folder import tree_records
 from pipeline.datasets.image_folders import class_folders
-from pipeline.datasets.images import read_image_file, resize_and_center_crop
+from pipeline.datasets.images import read_image_file_into
 from pipeline.datasets.parallel_decode import files_per_chunk
 from pipeline.datasets.statistics import PixelMoments
 
@@ -65,9 +65,9 @@ def timed(function):
 
 
 def decode_only(arguments):
+    """Decode, resize and crop one file, as the build does, into a scratch array."""
     path, size = arguments
-    _data, image = read_image_file(path)
-    resize_and_center_crop(image, size)
+    read_image_file_into(path, size, np.empty((size, size, 3), np.uint8))
 
 
 def decode_limit(root: Path, size: int, workers: int) -> float:
@@ -94,8 +94,7 @@ def ceiling(root: Path, size: int) -> tuple[float, float, float, float]:
 
     def decode():
         for index, path in enumerate(paths):
-            _data, image = read_image_file(path)
-            images[index] = resize_and_center_crop(image, size)
+            read_image_file_into(path, size, images[index])
 
     def write():
         with tempfile.NamedTemporaryFile(dir=root.parent) as handle:

@@ -28,23 +28,46 @@ class BadImage(Exception):
 
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes into a uint8 RGB array (H, W, 3)."""
+    return cv2.cvtColor(_decode_bgr(data), cv2.COLOR_BGR2RGB)
+
+
+def _decode_bgr(data: bytes) -> np.ndarray:
     if not data:
         raise BadImage(EMPTY_FILE)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise BadImage(UNDECODABLE)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    try:
+        # open() rather than Path.read_bytes: no path object per file on the hot path.
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise BadImage(UNREADABLE, str(error)) from None
 
 
 def read_image_file(path: str | Path) -> tuple[bytes, np.ndarray]:
     """The file's bytes and its decoded RGB image; BadImage when it cannot be used."""
-    try:
-        # open() rather than Path.read_bytes: no path object per file on the hot path.
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise BadImage(UNREADABLE, str(error)) from None
+    data = _read_bytes(path)
     return data, decode_image(data)
+
+
+def read_image_file_into(path: str | Path, size: int, out: np.ndarray) -> None:
+    """Read a file, scale its shorter side to `size` and centre-crop it, into `out`
+    (uint8, size x size x 3, RGB); BadImage when it cannot be used.
+
+    The same pixels as resize_and_center_crop(read_image_file(path)[1], size): resizing
+    treats channels alike, so converting BGR to RGB last changes nothing but the cost:
+    the conversion touches only the final pixels and writes them straight into `out`
+    (a builder's shared-memory slot), saving a copy.
+    """
+    bgr = resize_and_center_crop(_decode_bgr(_read_bytes(path)), size)
+    converted = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
+    if converted is not out:  # OpenCV allocates a new array when `out` does not fit
+        raise ValueError(f"out must be a {size}x{size}x3 uint8 array, got {out.shape}")
 
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:

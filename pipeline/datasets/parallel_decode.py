@@ -26,6 +26,7 @@ from pipeline.datasets.images import (
     encode_jpeg,
     is_jpeg,
     read_image_file,
+    read_image_file_into,
     resize_and_center_crop,
 )
 from pipeline.datasets.statistics import PixelMoments
@@ -80,18 +81,20 @@ def prepare_chunk(task):
     reasons, payloads, moments, usable_slots = [], [], PixelMoments(), []
     for slot, record in enumerate(records[split][start:stop], start=first_slot):
         try:
-            data, image = read_image_file(record.path)
+            if encoding == "raw":
+                read_image_file_into(record.path, image_size, slots[slot])
+            else:
+                data, image = read_image_file(record.path)
         except BadImage as error:
             reasons.append(error.reason)
             payloads.append(None)
             continue
-        if image_size:
-            image = resize_and_center_crop(image, image_size)
         reasons.append(None)
         if encoding == "raw":
-            slots[slot] = image
             usable_slots.append(slot)
         else:
+            if image_size:
+                image = resize_and_center_crop(image, image_size)
             moments.add(PixelMoments.of(image))
             keep_original = not image_size and is_jpeg(data)
             payloads.append(data if keep_original else encode_jpeg(image))

@@ -263,14 +263,14 @@ def test_overwrite_leaves_no_split_of_the_previous_build(tmp_path, source):
 def test_a_build_killed_half_way_leaves_no_split_file(tmp_path, source, monkeypatch):
     calls = []
 
-    def read_then_die(path):
+    def read_then_die(path, size, out):
         calls.append(path)
         if len(calls) > 3:
             raise RuntimeError("killed")
-        return real_read(path)
+        return real_read(path, size, out)
 
-    real_read = parallel_decode.read_image_file
-    monkeypatch.setattr(parallel_decode, "read_image_file", read_then_die)
+    real_read = parallel_decode.read_image_file_into
+    monkeypatch.setattr(parallel_decode, "read_image_file_into", read_then_die)
     with pytest.raises(RuntimeError, match="killed"):
         build(tmp_path / "out", source)
     assert len(calls) == 4  # it died inside the train split

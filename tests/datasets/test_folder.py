@@ -295,14 +295,14 @@ def test_a_worker_that_dies_stops_the_build_with_an_error_not_a_hang(
 ):
     """A decoder crash (or the out-of-memory killer) ends a worker abruptly: the build
     must say so and leave nothing behind, not wait forever for the lost results."""
-    real_read = parallel_decode.read_image_file
+    real_read = parallel_decode.read_image_file_into
 
-    def crash_on_one_file(path):
+    def crash_on_one_file(path, size, out):
         if path.endswith("_1.png"):
             os._exit(70)  # as a segmentation fault would: no exception, no cleanup
-        return real_read(path)
+        return real_read(path, size, out)
 
-    monkeypatch.setattr(parallel_decode, "read_image_file", crash_on_one_file)
+    monkeypatch.setattr(parallel_decode, "read_image_file_into", crash_on_one_file)
     with pytest.raises(UserError, match="a decoding worker died .* --workers 1"):
         build(tmp_path / "out", train_root, workers=2)
     assert not list((tmp_path / "out").glob("*.h5*"))

@@ -12,6 +12,8 @@ from pipeline.datasets.images import (
     center_crop,
     decode_image,
     encode_jpeg,
+    read_image_file,
+    read_image_file_into,
     resize_and_center_crop,
     resize_shorter_side,
 )
@@ -124,3 +126,25 @@ def test_jpeg_round_trip_keeps_rgb_order():
     image[:] = RED
     decoded = decode_image(encode_jpeg(image)).astype(int)
     np.testing.assert_allclose(decoded[8, 8], RED, atol=4)
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(37, 50, 16), (40, 40, 40), (9, 30, 24)])
+def test_reading_into_a_buffer_gives_the_pixels_of_decode_then_resize(
+    tmp_path, height, width, size
+):
+    """The builders' fused path (resize in BGR, convert into the slot) must store the
+    very pixels of the plain one: RGB order and resampling included."""
+    rng = np.random.default_rng(height)
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)))
+    out = np.zeros((size, size, 3), np.uint8)
+    read_image_file_into(str(path), size, out)
+    expected = resize_and_center_crop(read_image_file(str(path))[1], size)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_reading_into_a_buffer_of_the_wrong_shape_is_refused(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    with pytest.raises(ValueError, match="out must be a 8x8x3"):
+        read_image_file_into(str(path), 8, np.zeros((8, 8, 4), np.uint8))
