@@ -1,12 +1,13 @@
 """Command-line pieces shared by the scripts: config options, and the training command."""
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
 
 from pipeline.cluster import cluster_in_environment, own_run_dir
 from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
-from pipeline.errors import INTERRUPTED_EXIT_CODE, OneLineArgumentParser
+from pipeline.errors import INTERRUPTED_EXIT_CODE, OneLineArgumentParser, UserError
 from pipeline.run_dir import CONFIG_FILE
 
 
@@ -53,7 +54,10 @@ def _saved_config(run_dir: Path) -> Path | None:
     workers read their own copy, since their machine may not see the chief's."""
     candidates = [run_dir / CONFIG_FILE]
     if cluster_in_environment():
-        candidates.insert(0, own_run_dir(run_dir) / CONFIG_FILE)
+        # A cluster description this pipeline cannot read (another platform's
+        # TF_CONFIG) matters only to a multi-worker run, which reports it itself.
+        with contextlib.suppress(UserError):
+            candidates.insert(0, own_run_dir(run_dir) / CONFIG_FILE)
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -45,7 +45,7 @@ class Distribution:
             return True
         from jax.experimental import multihost_utils
 
-        gathered = multihost_utils.process_allgather(np.asarray(values, dtype=np.int64))
+        gathered = multihost_utils.process_allgather(np.asarray(values, dtype=np.int32))
         return bool(np.all(gathered == gathered[0]))
 
 

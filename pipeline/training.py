@@ -34,7 +34,7 @@ from pipeline.distribute import (
 )
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
-from pipeline.io.hdf5_generator import fits_in_memory
+from pipeline.io.hdf5_generator import STORAGE_MODES, fits_in_memory
 from pipeline.nn.model_io import build_model_for_data, check_model_matches_data, load_model
 from pipeline.run_dir import (
     BEST,
@@ -107,16 +107,10 @@ def train(
                 f"{training.epochs}; raise it with --epochs"
             )
         distribution = setup_distribution(training.distribute)
-        _check_workers_agree(start, distribution)
+        _check_workers_agree(start, distribution, training.batch_size)
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
-        if start.batch and start.batch_size != training.batch_size:
-            raise UserError(
-                f"{start.checkpoint} stopped after batch {start.batch} of batch size "
-                f"{start.batch_size}, not {training.batch_size}: resume mid-epoch with the same "
-                f"batch size, or from an epoch checkpoint (--start_epoch)"
-            )
         with distribution.scope:
             model = _prepare_model(config, start, train_data, learning_rate)
         write_run_info(
@@ -131,19 +125,27 @@ def train(
         )  # fmt: skip
 
 
-def _check_workers_agree(start: StartPoint, distribution) -> None:
+def _check_workers_agree(start: StartPoint, distribution, batch_size: int) -> None:
     """Workers resume on their own copies of the run: all must start from one position,
-    and a mid-epoch position needs the worker count that split that epoch."""
+    and a mid-epoch position needs the worker count and batch size that split that
+    epoch. The collective comparison comes first, so that all workers raise together."""
+    position = (start.epoch, start.batch, start.workers, start.batch_size or batch_size)
+    if not distribution.same_on_every_process(position):
+        raise UserError(
+            f"the workers start from different points (this one: epoch {start.epoch}, "
+            f"batch {start.batch}, from {start.checkpoint}); resume every worker alike"
+        )
     if start.batch and start.workers != distribution.process_count:
         raise UserError(
             f"{start.checkpoint} stopped mid-epoch with {start.workers} worker(s), this run "
             f"has {distribution.process_count}: resume with as many, or from an epoch "
             f"checkpoint (--start_epoch)"
         )
-    if not distribution.same_on_every_process((start.epoch, start.batch)):
+    if start.batch and start.batch_size != batch_size:
         raise UserError(
-            f"the workers start from different points (this one: epoch {start.epoch}, "
-            f"batch {start.batch}, from {start.checkpoint}); resume every worker alike"
+            f"{start.checkpoint} stopped after batch {start.batch} of batch size "
+            f"{start.batch_size}, not {batch_size}: resume mid-epoch with the same "
+            f"batch size, or from an epoch checkpoint (--start_epoch)"
         )
 
 
@@ -250,11 +252,8 @@ def open_data(config: ExperimentConfig, distribution):
     )
     train_path = split_path(data.dataset_dir, data.train_split)
     train_storage = data.storage
-    if workers > 1 and train_storage == "auto":
-        # The epoch order depends on the storage mode, and the workers must split one
-        # order: out of core on all of them unless the split fits in memory on all.
-        too_large = distribution.any_process(not fits_in_memory(train_path))
-        train_storage = "disk" if too_large else "memory"
+    if workers > 1:
+        train_storage = _agreed_storage(data.storage, train_path, distribution)
     train_data = HDF5DatasetGenerator(
         train_path,
         batch_size,
@@ -274,6 +273,26 @@ def open_data(config: ExperimentConfig, distribution):
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
     return train_data, val_data
+
+
+def _agreed_storage(storage: str, train_path: Path, distribution) -> str:
+    """The storage mode every worker uses for the training split. The epoch order depends
+    on it and the workers must split one order: out of core on all of them unless the
+    split fits in memory on all. Every worker makes both collective calls, whatever
+    its own settings."""
+    try:
+        fits = fits_in_memory(train_path)
+    except UserError:
+        fits = False  # the loader reports the file's problem itself, on this worker
+    too_large = distribution.any_process(not fits)
+    if not distribution.same_on_every_process((STORAGE_MODES.index(storage),)):
+        raise UserError(
+            f"data.storage differs between the workers (this one: {storage!r}); "
+            f"give every worker the same"
+        )
+    if storage != "auto":
+        return storage
+    return "disk" if too_large else "memory"
 
 
 def build_optimizer(training, learning_rate: float | None = None) -> keras.optimizers.Optimizer:

@@ -371,11 +371,46 @@ def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
     from pipeline.errors import UserError
     from pipeline.training import StartPoint, _check_workers_agree
 
-    start = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, workers=4)
-    agreeing = two_worker_distribution(0, same_on_every_process=lambda values: True)
+    compared = []
+
+    def agreeing(values):
+        compared.append(values)
+        return True
+
+    start = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, batch_size=64, workers=4)
+    distribution = two_worker_distribution(0, same_on_every_process=agreeing)
     with pytest.raises(UserError, match="mid-epoch with 4 worker.*this run has 2"):
-        _check_workers_agree(start, agreeing)
-    _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0, workers=4), agreeing)
+        _check_workers_agree(start, distribution, batch_size=64)
+    # The collective comparison comes first, so every worker raises, or none does.
+    assert compared == [(3, 5, 4, 64)]
+    two = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, batch_size=32, workers=2)
+    with pytest.raises(UserError, match="batch size 32, not 64"):
+        _check_workers_agree(two, distribution, batch_size=64)
+    _check_workers_agree(
+        StartPoint(tmp_path / "epoch_0003.keras", 3, 0, workers=4), distribution, 64
+    )
     disagreeing = two_worker_distribution(0, same_on_every_process=lambda values: False)
     with pytest.raises(UserError, match="start from different points"):
-        _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0), disagreeing)
+        _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0), disagreeing, 64)
+
+
+def test_workers_with_different_storage_settings_are_refused(digits_dir):
+    from pipeline.config import load_config
+    from pipeline.errors import UserError
+    from pipeline.training import open_data
+
+    config = load_config(None, [f"data.dataset_dir={digits_dir}", "data.storage=disk"])
+    distribution = two_worker_distribution(
+        0, any_process=lambda flag: False, same_on_every_process=lambda values: False
+    )
+    with pytest.raises(UserError, match="data.storage differs between the workers"):
+        open_data(config, distribution)
+
+
+def test_a_foreign_tf_config_does_not_break_a_single_machine_resume(tmp_path, monkeypatch):
+    from pipeline.cli import _saved_config
+
+    (tmp_path / "config.json").write_text("{}")
+    foreign = {"cluster": {"workerpool0": ["a:1"]}, "task": {"type": "workerpool0", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(foreign))
+    assert _saved_config(tmp_path) == tmp_path / "config.json"

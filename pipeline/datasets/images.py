@@ -34,7 +34,11 @@ def decode_image(data: bytes) -> np.ndarray:
 def _decode_bgr(data: bytes) -> np.ndarray:
     if not data:
         raise BadImage(EMPTY_FILE)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # e.g. a header declaring more pixels than OpenCV allows
+        last_line = (str(error).strip().splitlines() or [""])[-1]
+        raise BadImage(UNDECODABLE, last_line) from None
     if image is None or image.size == 0:
         raise BadImage(UNDECODABLE)
     return image
@@ -67,7 +71,7 @@ def read_image_file_into(path: str | Path, size: int, out: np.ndarray) -> None:
     bgr = resize_and_center_crop(_decode_bgr(_read_bytes(path)), size)
     converted = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
     if converted is not out:  # OpenCV allocates a new array when `out` does not fit
-        raise ValueError(f"out must be a {size}x{size}x3 uint8 array, got {out.shape}")
+        raise ValueError(f"out must be a {size}x{size}x3 uint8 array, got {out.dtype} {out.shape}")
 
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:

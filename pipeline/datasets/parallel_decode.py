@@ -10,10 +10,12 @@ and memory holds only those batches.
 """
 
 import contextlib
+import ctypes
 import dataclasses
 import mmap
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -48,6 +50,8 @@ SLOT_BYTES = 64 << 20
 CHUNK_SOURCE_BYTES = 128 << 10
 FILES_PER_CHUNK_BOUNDS = (4, 64)
 SIZE_SAMPLE = 32
+
+PR_SET_PDEATHSIG = 1  # prctl option: a signal for this process when its parent dies
 
 # What the forked workers need, set by the parent before it forks them
 # (fork shares it, including the shared-memory slots, without pickling).
@@ -157,22 +161,33 @@ def decoder(records: dict, *, image_size: int | None, encoding: str, workers: in
             # for memory, or a decoder crashing on a hostile file) its tasks fail with
             # BrokenProcessPool instead of waiting forever.
             context = multiprocessing.get_context("fork")
-            executor = ProcessPoolExecutor(workers, mp_context=context)
-            # Fork every worker now, before the writer opens any file: a worker forked
-            # later would inherit the HDF5 file's descriptor, and its lock with it.
-            executor.submit(int).result()
+            executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker)
             try:
+                # Fork every worker now, before the writer opens any file: a worker
+                # forked later would inherit the HDF5 file's descriptor and its lock.
+                try:
+                    executor.submit(int).result()
+                except BrokenProcessPool:
+                    raise UserError("a decoding worker died as it started") from None
                 yield (
                     (lambda tasks: _results_of([executor.submit(prepare_chunk, t) for t in tasks])),
                     state["slots"],
                 )
-            finally:
-                # Not waiting for the idle workers to exit (they do, in the background)
-                # saves a build the 10 ms that waiting costs; on an error, queued tasks
-                # are dropped.
+            except BaseException:
+                # Ctrl+c or an error: drop the queued tasks, do not wait for them.
                 executor.shutdown(wait=False, cancel_futures=True)
+                raise
+            executor.shutdown(wait=True)
     finally:
         _worker_state.clear()
+
+
+def _start_worker() -> None:
+    """In each worker: ctrl+c is the main process's to handle (it stops the pool), and
+    a worker whose parent dies (even by SIGKILL) is ended rather than left waiting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(AttributeError, OSError):  # Linux only
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _results_of(futures):

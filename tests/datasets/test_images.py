@@ -148,3 +148,18 @@ def test_reading_into_a_buffer_of_the_wrong_shape_is_refused(tmp_path):
     path.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
     with pytest.raises(ValueError, match="out must be a 8x8x3"):
         read_image_file_into(str(path), 8, np.zeros((8, 8, 4), np.uint8))
+
+
+def test_a_header_declaring_too_many_pixels_is_a_bad_image_not_a_crash():
+    """OpenCV raises (rather than returning None) for images beyond its pixel limit; a
+    hostile or broken header must be skipped like any other undecodable file."""
+    import struct
+    import zlib
+
+    png = bytearray(png_bytes(np.zeros((2, 2, 3), np.uint8)))
+    # IHDR: length (4), type (4), then width and height, then its CRC over type + data.
+    png[16:24] = struct.pack(">II", 60000, 60000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    with pytest.raises(BadImage) as raised:
+        decode_image(bytes(png))
+    assert raised.value.reason == UNDECODABLE
