@@ -8,6 +8,7 @@ type is a UserError. The resolved config is saved in every run directory.
 import dataclasses
 import json
 import tomllib
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -116,7 +117,9 @@ class TrainingConfig:
     tensorboard: bool = False
     # "float32", "mixed_float16" or "mixed_bfloat16".
     precision: str = "float32"
-    jit_compile: bool = False
+    # "auto": compiled with XLA on JAX (Keras' JAX path without it runs op by op), a plain
+    # graph on TensorFlow; true: XLA on TensorFlow too; false: JAX op by op (debugging).
+    jit_compile: bool | str = "auto"
     # Same weights from the same config on the same machine (slower on GPUs).
     deterministic: bool = False
     # "none", "auto" or "mirrored" (several GPUs; DataParallel on JAX); "multiworker":
@@ -147,6 +150,10 @@ class TrainingConfig:
         _choice("training.milestone_unit", self.milestone_unit, ("epochs", "iterations"))
         _choice("training.precision", self.precision, PRECISIONS)
         _choice("training.distribute", self.distribute, DISTRIBUTIONS)
+        _require(
+            isinstance(self.jit_compile, bool) or self.jit_compile == "auto",
+            f"training.jit_compile must be true, false or 'auto', got {self.jit_compile!r}",
+        )
         _require(self.keep_last >= 0, f"training.keep_last must be >= 0, got {self.keep_last}")
         _require(self.step_every > 0, f"training.step_every must be > 0, got {self.step_every}")
 
@@ -209,6 +216,14 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             raise UserError(f"config key '{key}' in {source} must be a table, got {value!r}")
         return config_from_dict(hint, value, source, prefix=f"{key}.")
     origin = typing.get_origin(hint)
+    if origin is types.UnionType:
+        # `bool | str` and the like: the value is checked against each member, as written.
+        if not isinstance(value, typing.get_args(hint)):
+            names = " or ".join(member.__name__ for member in typing.get_args(hint))
+            raise UserError(
+                f"config key '{key}' in {source} must be of type {names}, got {value!r}"
+            )
+        return value
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if not isinstance(value, list | tuple):

@@ -27,6 +27,7 @@ from pipeline.callbacks.training_monitor import CSV_FILE, HISTORY_FILE, PLOT_FIL
 from pipeline.config import ExperimentConfig
 from pipeline.datasets.hdf5_format import read_split_info, split_path
 from pipeline.distribute import (
+    resolve_jit_compile,
     seed_everything,
     set_precision,
     setup_distribution,
@@ -313,10 +314,10 @@ def _prepare_model(config, start: StartPoint, train_data, learning_rate):
             optimizer=build_optimizer(config.training, learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=_metrics(train_data.info.num_classes),
-            jit_compile=config.training.jit_compile,
+            jit_compile=resolve_jit_compile(config.training.jit_compile),
         )
         return model
-    model = load_model(start.checkpoint)
+    model = load_model(start.checkpoint, config.training.jit_compile)
     check_model_matches_data(model, train_data.info, start.checkpoint, train_data.image_shape)
     if learning_rate is not None:
         model.optimizer.learning_rate.assign(learning_rate)

@@ -49,11 +49,24 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("model.normalization=pixel", "model.normalization must be"),
         ("model.spec=3", "model.spec"),
         ("epochs", "must look like section.key=value"),
+        ("training.jit_compile=1", "must be of type bool or str"),
+        ("training.jit_compile=yes", "training.jit_compile must be true, false or 'auto'"),
     ],
 )
 def test_bad_keys_and_values_are_user_errors(override, message):
     with pytest.raises(UserError, match=message):
         load_config(None, [override])
+
+
+def test_jit_compile_is_auto_by_default_and_takes_true_or_false():
+    from pipeline.distribute import resolve_jit_compile
+
+    assert load_config(None).training.jit_compile == "auto"
+    assert load_config(None, ["training.jit_compile=auto"]).training.jit_compile == "auto"
+    assert load_config(None, ["training.jit_compile=true"]).training.jit_compile is True
+    # The tests run on TensorFlow, where "auto" keeps the plain graph (no XLA).
+    assert resolve_jit_compile("auto") is False
+    assert resolve_jit_compile(True) is True
 
 
 def test_unknown_key_in_a_preset_file_names_the_file(tmp_path):

@@ -101,6 +101,10 @@ from pipeline.training import train
 assert keras.backend.backend() == "jax"
 result = train(tiny_config(sys.argv[1], "training.distribute=auto"), run_dir=sys.argv[2])
 print("devices", len(keras.distribution.distribution().device_mesh.devices.ravel()))
+import json, zipfile
+with zipfile.ZipFile(result.final_checkpoint) as archive:
+    compiled = json.loads(archive.read("config.json"))["compile_config"]["jit_compile"]
+print("jit_compile", compiled)
 print("final_loss", result.history["loss"][-1])
 """
 )
@@ -116,6 +120,8 @@ def test_data_parallel_on_two_simulated_jax_devices(tmp_path, digits_dir):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "devices 2" in completed.stdout
+    # Compiled: op by op, a device's collective could wait for a partner that never came.
+    assert "jit_compile True" in completed.stdout
     assert float(completed.stdout.split("final_loss")[1].split()[0]) < 10
 
 

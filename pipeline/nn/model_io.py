@@ -7,6 +7,7 @@ import keras
 
 from pipeline.config import ModelConfig
 from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
+from pipeline.distribute import resolve_jit_compile
 from pipeline.errors import UserError
 from pipeline.nn.presets import spec_of
 from pipeline.nn.resnet import ResNetSpec, build_resnet
@@ -57,15 +58,20 @@ def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape
     )
 
 
-def load_model(path: str | Path) -> keras.Model:
-    """Load a `.keras` checkpoint (with its optimiser state); a bad file is a UserError."""
+def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Model:
+    """Load a `.keras` checkpoint (with its optimiser state); a bad file is a UserError.
+
+    `jit_compile` (see training.jit_compile) replaces the setting saved with the model,
+    which belongs to the machine and backend that trained it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist")
     try:
-        return keras.models.load_model(path)
+        model = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file.
         raise UserError(f"cannot load model {path}: {type(error).__name__}: {error}") from None
+    model.jit_compile = resolve_jit_compile(jit_compile)
+    return model
 
 
 def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, image_shape) -> None:
