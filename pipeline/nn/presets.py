@@ -62,6 +62,37 @@ def _imagenet(stages, block, preactivation, name) -> ResNetSpec:
     )
 
 
+def _reference_keras(stages, filters, stem, what) -> ResNetSpec:
+    """The reference Keras project's networks: pre-activation bottlenecks with a
+    projection at every stage, its L2, epsilon and initializer."""
+    return ResNetSpec(
+        block="bottleneck",
+        stages=stages,
+        filters=filters,
+        stem=stem,
+        preactivation=True,
+        project_every_stage=True,
+        l2=REFERENCE_L2,
+        bn_epsilon=2e-5,
+        initializer="glorot_uniform",
+        source=f"reference Keras project, {what}",
+    )
+
+
+def _reference_caltech(stages, what) -> ResNetSpec:
+    """The reference PyTorch project's Caltech-256 networks."""
+    return ResNetSpec(
+        block="bottleneck",
+        stages=stages,
+        filters=(64, 128, 256, 512, 1024),
+        stem="imagenet",
+        preactivation=True,
+        l2=PAPER_L2,
+        initializer="glorot_normal",
+        source=f"reference PyTorch project, Caltech-256 {what}",
+    )
+
+
 PRESETS: dict[str, ResNetSpec] = {
     **{f"resnet{depth}": _cifar_original(depth) for depth in (20, 32, 44, 56, 110, 1202)},
     "preact_resnet110": _cifar_preact(110, "basic"),
@@ -73,50 +104,20 @@ PRESETS: dict[str, ResNetSpec] = {
     "preact_resnet50": _imagenet((3, 4, 6, 3), "bottleneck", True, "pre-activation ResNet-50"),
     # The reference Keras project's CIFAR-10 network, which it called "ResNet56":
     # bottleneck stages of 9 blocks are 83 weighted layers.
-    "reference_cifar_preact_resnet83": ResNetSpec(
-        block="bottleneck",
-        stages=(9, 9, 9),
-        filters=(64, 64, 128, 256),
-        stem="cifar",
-        preactivation=True,
-        project_every_stage=True,
-        l2=REFERENCE_L2,
-        bn_epsilon=2e-5,
-        initializer="glorot_uniform",
-        source="reference Keras project, CIFAR-10 'ResNet56' (its Table 1, experiments 2-4)",
+    "reference_cifar_preact_resnet83": _reference_keras(
+        (9, 9, 9),
+        (64, 64, 128, 256),
+        "cifar",
+        "CIFAR-10 'ResNet56' (its Table 1, experiments 2-4)",
     ),
-    "reference_tiny_imagenet_preact_resnet41": ResNetSpec(
-        block="bottleneck",
-        stages=(3, 4, 6),
-        filters=(64, 128, 256, 512),
-        stem="tiny_imagenet",
-        preactivation=True,
-        project_every_stage=True,
-        l2=REFERENCE_L2,
-        bn_epsilon=2e-5,
-        initializer="glorot_uniform",
-        source="reference Keras project, Tiny ImageNet network (its Table 2, 41 layers)",
+    "reference_tiny_imagenet_preact_resnet41": _reference_keras(
+        (3, 4, 6),
+        (64, 128, 256, 512),
+        "tiny_imagenet",
+        "Tiny ImageNet network (its Table 2, 41 layers)",
     ),
-    "caltech_preact_resnet20": ResNetSpec(
-        block="bottleneck",
-        stages=(1, 2, 2, 1),
-        filters=(64, 128, 256, 512, 1024),
-        stem="imagenet",
-        preactivation=True,
-        l2=PAPER_L2,
-        initializer="glorot_normal",
-        source="reference PyTorch project, Caltech-256 ResNet-20 (experiment 2)",
-    ),
-    "caltech_preact_resnet26": ResNetSpec(
-        block="bottleneck",
-        stages=(2, 2, 2, 2),
-        filters=(64, 128, 256, 512, 1024),
-        stem="imagenet",
-        preactivation=True,
-        l2=PAPER_L2,
-        initializer="glorot_normal",
-        source="reference PyTorch project, Caltech-256 ResNet-26 (experiment 1)",
-    ),
+    "caltech_preact_resnet20": _reference_caltech((1, 2, 2, 1), "ResNet-20 (experiment 2)"),
+    "caltech_preact_resnet26": _reference_caltech((2, 2, 2, 2), "ResNet-26 (experiment 1)"),
 }
 
 # The input each preset was designed for.
