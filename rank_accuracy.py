@@ -1,7 +1,11 @@
 """Rank-1 and rank-5 accuracy of a checkpoint over every sample of a split.
 
 python rank_accuracy.py                      # latest checkpoint, test split
+python rank_accuracy.py --checkpoints output/decay   # that run's latest checkpoint
 python rank_accuracy.py --model output/checkpoints/epoch_0030.keras --report report.json
+
+The data scored is the one the checkpoint was trained on (its state records it),
+unless --dataset names another.
 python rank_accuracy.py --mode ten_crop      # corners + centre, mirrored, scores averaged
 python rank_accuracy.py --mode multi_scale --scales 224,256,384,480,640
 """
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
+from pipeline.evaluation_target import evaluation_target
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -27,7 +32,10 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="checkpoint (default: latest of the config's run)")
-    parser.add_argument("--dataset", help="dataset directory or split file")
+    parser.add_argument("--checkpoints", help="run directory: score its latest checkpoint")
+    parser.add_argument(
+        "--dataset", help="dataset directory or split file (default: the model's training data)"
+    )
     parser.add_argument("--split", help="split to evaluate (default: the test split)")
     parser.add_argument("--mode", default="center", choices=["center", "ten_crop", "multi_scale"])
     parser.add_argument("--scales", type=parse_scales, default=(), help="multi_scale: 224,256,...")
@@ -40,21 +48,23 @@ def main(argv=None):
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     config = config_from_arguments(args)
-    from pipeline.evaluation import (
-        evaluate,
-        format_report,
-        newest_checkpoint,
-        resolve_split_file,
-        write_confusion,
-        write_report,
+    target = evaluation_target(
+        config,
+        model=args.model,
+        checkpoints=args.checkpoints,
+        dataset=args.dataset,
+        split=args.split,
     )
+    for note in target.notes:
+        print(f"note: {note}")
+    from pipeline.evaluation import evaluate, format_report, write_confusion, write_report
 
-    model_path = args.model or newest_checkpoint(config.checkpoints)
-    split_file = resolve_split_file(
-        args.dataset or config.data.dataset_dir, args.split or config.data.test_split
-    )
     report = evaluate(
-        model_path, split_file, batch_size=args.batch_size, mode=args.mode, scales=args.scales
+        target.model_path,
+        target.split_file,
+        batch_size=args.batch_size,
+        mode=args.mode,
+        scales=args.scales,
     )
     print(format_report(report))
     if args.per_class:

@@ -3,12 +3,23 @@
 import argparse
 import contextlib
 import dataclasses
+import sys
 from pathlib import Path
 
 from pipeline.cluster import cluster_in_environment, own_run_dir
-from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
-from pipeline.errors import INTERRUPTED_EXIT_CODE, OneLineArgumentParser, UserError
-from pipeline.run_dir import CONFIG_FILE
+from pipeline.config import (
+    DEFAULT_CONFIG_PATH,
+    ExperimentConfig,
+    config_from_values,
+    load_config,
+)
+from pipeline.errors import (
+    DIVERGED_EXIT_CODE,
+    INTERRUPTED_EXIT_CODE,
+    OneLineArgumentParser,
+    UserError,
+)
+from pipeline.run_dir import CONFIG_FILE, latest_checkpoint, read_state
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,23 +72,67 @@ def _saved_config(run_dir: Path) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+def resumed_config(args, run_dir: Path, overrides) -> ExperimentConfig:
+    """The config a resumed run continues with: --config if given, else the run
+    directory's config.json, else the config saved with the checkpoint named by --model
+    or resumed from (a run forked into a new directory), else the default preset."""
+    if args.config is None:
+        saved = _saved_config(run_dir)
+        if saved is not None:
+            return load_config(saved, overrides)
+        checkpoint = Path(args.model) if args.model else latest_checkpoint(run_dir)
+        if checkpoint is not None and checkpoint.is_file():
+            values = read_state(checkpoint).get("config")
+            if values:
+                return config_from_values(values, overrides, source=f"{checkpoint}'s state")
+    return load_config(args.config, overrides)
+
+
+def _with_schedule(config: ExperimentConfig, schedule: str, script: str, chosen: bool):
+    """The config with `schedule`, the one train_decay.py always trains with.
+
+    It replaces a constant schedule, and the default preset's (which suits train.py);
+    another schedule the user chose (with --config, --set, or a run being resumed) is a
+    one-line error: that run is train.py's.
+    """
+    training = config.training
+    if chosen and training.schedule not in ("constant", schedule):
+        raise UserError(
+            f"{script} always trains with {schedule} decay, but this config names "
+            f"training.schedule = {training.schedule!r}: train it with train.py instead "
+            f"(same options), or add --set training.schedule={schedule}"
+        )
+    if training.schedule != schedule:
+        print(f"{script}: training.schedule {training.schedule!r} replaced by {schedule!r}")
+    return dataclasses.replace(config, training=dataclasses.replace(training, schedule=schedule))
+
+
 def train_from_command_line(argv, *, script: str, schedule: str | None, description: str) -> int:
-    """Parse the training options and train. Returns the exit code: 0, or 130 after ctrl+c.
+    """Parse the training options and train. Returns the exit code: 0; 130 after ctrl+c;
+    3 when the loss stopped being finite.
 
     Resuming without --config continues with the run directory's own config.json.
-    `schedule` replaces a constant schedule (train_decay.py: polynomial).
+    `schedule` is the schedule the script always trains with (train_decay.py: polynomial).
     """
     args = training_parser(description).parse_args(argv)
     run_dir = Path(args.checkpoints or load_config(args.config, args.overrides).checkpoints)
-    resuming = args.resume or args.model or args.start_epoch
-    config_path = args.config
-    if config_path is None and resuming:
-        config_path = _saved_config(run_dir)
     extra = [f"training.epochs={args.epochs}"] if args.epochs is not None else []
-    config = load_config(config_path, [*args.overrides, *extra])
-    if schedule and config.training.schedule == "constant":
-        config = dataclasses.replace(
-            config, training=dataclasses.replace(config.training, schedule=schedule)
+    overrides = [*args.overrides, *extra]
+    resuming = args.resume or args.model or args.start_epoch
+    config = (
+        resumed_config(args, run_dir, overrides)
+        if resuming
+        else load_config(args.config, overrides)
+    )
+    if schedule:
+        chosen = bool(args.config or resuming) or any(
+            item.partition("=")[0].strip() == "training.schedule" for item in args.overrides
+        )
+        config = _with_schedule(config, schedule, script, chosen)
+        training = config.training
+        print(
+            f"{script}: {schedule} decay from training.learning_rate {training.learning_rate:g} "
+            f"to 0 over {training.epochs} epochs (power {training.decay_power:g})"
         )
     # Imported only now, so that --help and option errors answer without loading Keras.
     from pipeline.training import train
@@ -90,11 +145,15 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
         resume=args.resume,
         learning_rate=args.lr,
         overwrite=args.overwrite,
+        script=script,
     )
     if result.interrupted:
         print(f"resume with: python {script} --checkpoints {run_dir} --resume")
         if config.training.distribute == "multiworker":
             print("(on every worker, with the same cluster variables as this run)")
         return INTERRUPTED_EXIT_CODE
+    if result.divergence:
+        print(f"error: {result.divergence}", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     print(f"final checkpoint: {result.final_checkpoint}")
     return 0

@@ -7,6 +7,7 @@ type is a UserError. The resolved config is saved in every run directory.
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -106,6 +107,10 @@ class TrainingConfig:
     # plateau: multiply by decay_factor when plateau_monitor stalls for plateau_patience epochs.
     plateau_monitor: str = "val_loss"
     plateau_patience: int = 5
+    # The --lr changes of a resumed run, recorded by train.py: [{epoch = 13, batch = 5,
+    # rate = 0.01}] trains at 0.01 from batch 6 of epoch 14 (13 epochs and 5 batches
+    # done), the rest of the schedule rescaled to start there (pipeline/learning_rate.py).
+    rate_changes: tuple[dict, ...] = ()
     # Stop when early_stopping_monitor stalls this many epochs (0: never).
     early_stopping_patience: int = 0
     early_stopping_monitor: str = "val_loss"
@@ -136,8 +141,8 @@ class TrainingConfig:
             f"training.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}",
         )
         _require(
-            self.learning_rate > 0,
-            f"training.learning_rate must be > 0, got {self.learning_rate}",
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"training.learning_rate must be a finite number > 0, got {self.learning_rate}",
         )
         _require(
             0 <= self.momentum < 1, f"training.momentum must be in [0, 1), got {self.momentum}"
@@ -156,6 +161,44 @@ class TrainingConfig:
         )
         _require(self.keep_last >= 0, f"training.keep_last must be >= 0, got {self.keep_last}")
         _require(self.step_every > 0, f"training.step_every must be > 0, got {self.step_every}")
+        _check_rate_changes(self)
+
+
+def _check_rate_changes(training: "TrainingConfig") -> None:
+    """Each change is {epoch, batch, rate} with a finite rate > 0, in increasing positions."""
+    previous = None
+    for change in training.rate_changes:
+        shown = f"training.rate_changes entry {change!r}"
+        _require(
+            isinstance(change, dict) and set(change) == {"epoch", "batch", "rate"},
+            f"{shown} must be a table with exactly the keys epoch, batch and rate",
+        )
+        epoch, batch, rate = change["epoch"], change["batch"], change["rate"]
+        _require(
+            all(isinstance(value, int) and not isinstance(value, bool) for value in (epoch, batch))
+            and epoch >= 0
+            and batch >= 0,
+            f"{shown}: epoch and batch must be whole numbers >= 0",
+        )
+        _require(
+            isinstance(rate, int | float)
+            and not isinstance(rate, bool)
+            and math.isfinite(rate)
+            and rate > 0,
+            f"{shown}: rate must be a finite number > 0",
+        )
+        _require(
+            previous is None or (epoch, batch) > previous,
+            f"{shown} must come after the change before it",
+        )
+        previous = (epoch, batch)
+    starts_at_zero = training.schedule == "cosine" and training.warmup_epochs > 0
+    _require(
+        not (starts_at_zero and previous is not None and training.rate_changes[0]["epoch"] == 0
+             and training.rate_changes[0]["batch"] == 0),
+        "training.rate_changes: a change at epoch 0, batch 0 of a warm-up has nothing to "
+        "rescale; set training.learning_rate instead",
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,9 +232,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"config file {path} is not valid: {error}") from None
+    return config_from_values(values, overrides, source=str(path))
+
+
+def config_from_values(values: Mapping[str, Any], overrides: Iterable[str] = (), source="config"):
+    """The config of a nested mapping (a checkpoint's saved config) with overrides applied."""
+    values = json.loads(json.dumps(values))  # a deep copy the overrides may change
     for override in overrides:
         _apply_override(values, override)
-    return config_from_dict(ExperimentConfig, values, source=str(path))
+    return config_from_dict(ExperimentConfig, values, source=source)
 
 
 def config_from_dict(cls: type, values: Mapping[str, Any], source: str = "config", prefix=""):

@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.crops import NUM_TEN_CROPS, resize_shorter_sides, ten_crops
-from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.datasets.hdf5_format import read_split_info
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.nn.layers import SubtractMeanImage
@@ -20,7 +20,7 @@ from pipeline.reports import (
     per_class_figures,
     plot_confusion,
 )
-from pipeline.run_dir import fingerprint, latest_checkpoint
+from pipeline.run_dir import fingerprint, read_state
 
 MODES = ("center", "ten_crop", "multi_scale")
 # Report entries kept for pictures but not written to the JSON.
@@ -102,29 +102,13 @@ def fully_convolutional(model):
     return copy
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path:
-    """The run's latest checkpoint (latest.json, else the highest epoch)."""
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(
-            f"no checkpoint in {run_dir}; train first ('python train.py --checkpoints "
-            f"{run_dir}') or pass --model PATH"
-        )
-    return checkpoint
-
-
-def resolve_split_file(dataset: str | Path, split: str) -> Path:
-    """A dataset argument may name the split file itself or the directory holding it."""
-    dataset = Path(dataset)
-    return dataset if dataset.suffix == ".h5" else split_path(dataset, split)
-
-
 def evaluate(
     model_path, split_file, *, batch_size: int = 256, mode: str = "center", scales=()
 ) -> dict:
     """Rank-1/rank-5 over every sample of a split, overall and per class, with the
     classification report, the most confused pairs and the fingerprints of model and data."""
     info = read_split_info(split_file)
+    check_class_names(model_path, info)
     model = load_model(model_path)
     crop_size = model.input_shape[1]
     if mode == "multi_scale" and not scales:
@@ -143,6 +127,26 @@ def evaluate(
     probabilities = predict_split(model, generator, mode=mode, crop_size=crop_size, scales=scales)
     labels = generator.labels()
     return build_report(probabilities, labels, info, model_path, split_file, mode, scales)
+
+
+def check_class_names(model_path, info) -> None:
+    """Refuse data whose class names differ from those the model was trained on (its state
+    records them): the same count in another order would score a silent mislabelling."""
+    trained = read_state(model_path).get("class_names")
+    if trained is None or list(trained) == list(info.class_names):
+        return
+    if len(trained) != len(info.class_names):
+        raise UserError(
+            f"model {model_path} was trained on {len(trained)} classes but {info.path} has "
+            f"{info.num_classes}; score the data set it was trained on (--dataset)"
+        )
+    pairs = enumerate(zip(trained, info.class_names, strict=True))
+    index = next(i for i, (ours, theirs) in pairs if ours != theirs)
+    raise UserError(
+        f"model {model_path} was trained with class {index} named {trained[index]!r}, but "
+        f"{info.path} names it {info.class_names[index]!r}; score the data set it was "
+        f"trained on (--dataset)"
+    )
 
 
 def _read_size(info, mode: str, crop_size, scales):
@@ -170,8 +174,11 @@ def build_report(probabilities, labels, info, model_path, split_file, mode, scal
     rank5_hits = rank_k_hits(probabilities, labels, 5)
     predictions = probabilities.argmax(axis=1)
     report_text, report_dict = classification_summary(labels, predictions, info.class_names)
+    state = read_state(model_path)
     return {
         "model": str(model_path),
+        # Completed epochs, and batches of the next (an interrupt), of the checkpoint.
+        "model_position": {"epoch": state.get("epoch"), "batch": state.get("batch")},
         "dataset": str(split_file),
         "split": info.split,
         "mode": mode,
@@ -206,12 +213,21 @@ def write_confusion(report: dict, path, class_names) -> Path:
     return plot_confusion(report["labels"], report["predictions"], class_names, path)
 
 
+def _describe_position(position: dict) -> str:
+    epoch, batch = position.get("epoch"), position.get("batch")
+    if epoch is None:
+        return ""
+    return f" (epoch {epoch + 1}, after batch {batch})" if batch else f" (after epoch {epoch})"
+
+
 def format_report(report: dict) -> str:
     """The headline figures and the most confused pairs, for the console."""
     count = report["num_samples"]
     mode = report["mode"] + (f" {report['scales']}" if report["scales"] else "")
     lines = [
-        f"{report['split']} split of {report['dataset']}: {count} samples, {mode}",
+        f"model: {report['model']}{_describe_position(report.get('model_position') or {})}",
+        f"data: {report['dataset']} ({report['split']} split, {count} samples)",
+        f"mode: {mode}",
         f"rank-1: {report['rank1']:.2%} ({report['rank1_correct']}/{count})",
         f"rank-5: {report['rank5']:.2%} ({report['rank5_correct']}/{count})",
     ]

@@ -4,15 +4,21 @@
     interrupt.keras   interrupt.json     checkpoint of a ctrl+c (epoch, batch)
     best.keras        best.json          best value of training.best_metric
     latest.json                          which checkpoint to resume from
-    config.json  run_info.json           the resolved config; versions, commit, data
-    history.json history.csv training.png train.log   the monitor's output
+    config.json                          the config the run trains with now (--lr changes
+                                         included); rewritten at every start
+    run_info.json                        package versions, git commit, data fingerprints
+    history.json history.csv training.png   one row per epoch (pipeline/history.py)
+    train.log                            every start, resume, change, interrupt and end
     train.lock                           held while a run trains here
+    abandoned/                           the branches a rewind (--start_epoch, --model) left
+    logs/                                TensorBoard's, with training.tensorboard
 
 Every file is written to a temporary name and renamed, so a crash never leaves
 a half-written checkpoint, state or pointer that a reader could take.
 """
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -33,6 +39,14 @@ LATEST = "latest.json"
 CONFIG_FILE = "config.json"
 RUN_INFO_FILE = "run_info.json"
 LOCK_FILE = "train.lock"
+HISTORY_FILE = "history.json"
+CSV_FILE = "history.csv"
+PLOT_FILE = "training.png"
+LOG_FILE = "train.log"
+ABANDONED_DIR = "abandoned"
+TENSORBOARD_DIR = "logs"
+# The records of a run, beside its checkpoints.
+RECORDS = (LATEST, HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE, RUN_INFO_FILE, LOG_FILE)
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "h5py", "opencv-python-headless")
 
 
@@ -56,6 +70,22 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
         if match:
             found[int(match.group(1))] = path
     return dict(sorted(found.items()))
+
+
+def read_json(path) -> dict:
+    """A JSON file of the run directory; a damaged one is a one-line error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is damaged ({error}); move it away and retry") from None
+
+
+def append_log(run_dir, line: str) -> None:
+    """Append a line, with the time, to the run's train.log."""
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write(f"{stamp} {line}\n")
 
 
 def write_json_atomically(path: Path, content) -> None:
@@ -96,7 +126,7 @@ def read_state(checkpoint) -> dict:
     checkpoint = Path(checkpoint)
     sidecar = state_path(checkpoint)
     if sidecar.is_file():
-        return json.loads(sidecar.read_text())
+        return read_json(sidecar)
     match = CHECKPOINT_PATTERN.match(checkpoint.name)
     return {"checkpoint": checkpoint.name, "epoch": int(match.group(1)) if match else 0, "batch": 0}
 
@@ -106,7 +136,7 @@ def latest_checkpoint(run_dir) -> Path | None:
     run_dir = Path(run_dir)
     pointer = run_dir / LATEST
     if pointer.is_file():
-        candidate = run_dir / json.loads(pointer.read_text())["checkpoint"]
+        candidate = run_dir / read_json(pointer)["checkpoint"]
         if candidate.is_file():
             return candidate
     checkpoints = list_checkpoints(run_dir)

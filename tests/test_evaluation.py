@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.evaluation import (
-    evaluate,
-    newest_checkpoint,
-    rank_k_accuracy,
-    rank_k_hits,
-    write_report,
-)
+from pipeline.evaluation import evaluate, rank_k_accuracy, rank_k_hits, write_report
+from pipeline.evaluation_target import newest_checkpoint
 from tests.conftest import write_split_file
 
 NUM_CLASSES = 10

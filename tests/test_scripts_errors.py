@@ -66,7 +66,7 @@ def test_start_epoch_without_its_checkpoint_lists_those_that_exist(capsys, tmp_p
             f"data.dataset_dir={digits_dir}",
         ]
     )
-    assert_one_line_error(capsys, code, "no checkpoint for epoch 7", "5")
+    assert_one_line_error(capsys, code, "no checkpoint after epoch 7", "5")
 
 
 def test_a_used_run_directory_is_not_overwritten(capsys, tmp_path, digits_dir):
@@ -79,11 +79,12 @@ def test_a_used_run_directory_is_not_overwritten(capsys, tmp_path, digits_dir):
     assert checkpoint.read_bytes() == b"precious"
 
 
-def test_non_positive_learning_rate(capsys, tmp_path, digits_dir):
+@pytest.mark.parametrize("rate", ["0", "-0.1", "nan", "inf"])
+def test_a_learning_rate_that_is_not_a_finite_positive_number(capsys, tmp_path, digits_dir, rate):
     code = train.main(
-        ["--checkpoints", str(tmp_path), "--lr", "0", "--set", f"data.dataset_dir={digits_dir}"]
+        ["--checkpoints", str(tmp_path), "--lr", rate, "--set", f"data.dataset_dir={digits_dir}"]
     )
-    assert_one_line_error(capsys, code, "--lr must be > 0")
+    assert_one_line_error(capsys, code, "--lr must be a finite number > 0")
 
 
 def test_existing_data_set_is_not_overwritten(capsys, digits_dir):

@@ -6,10 +6,10 @@ from pipeline.callbacks.interrupt import (
     MetricStateRestore,
     TrainingInterrupted,
 )
-from pipeline.callbacks.learning_rate import LearningRateControl
+from pipeline.callbacks.learning_rate import LearningRateControl, ResumablePlateau
 from pipeline.callbacks.loader_epoch import LoaderEpochSync
-from pipeline.callbacks.schedules import make_schedule, polynomial_decay
-from pipeline.callbacks.training_monitor import TrainingMonitor, load_history
+from pipeline.callbacks.training_monitor import TrainingMonitor
+from pipeline.history import load_history
 
 __all__ = [
     "EpochCheckpoint",
@@ -20,6 +20,5 @@ __all__ = [
     "TrainingInterrupted",
     "TrainingMonitor",
     "load_history",
-    "make_schedule",
-    "polynomial_decay",
+    "ResumablePlateau",
 ]

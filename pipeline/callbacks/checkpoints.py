@@ -33,7 +33,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.every = every
-        # Saved in every checkpoint's state file (the config, the class names).
+        # Saved in every checkpoint's state file (the config, the class names): a dict,
+        # or a function giving it when a checkpoint is saved.
         self.state = state or {}
         self.keep_last = keep_last
         self.best_metric = best_metric
@@ -44,11 +45,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.last_completed_epoch = None
         self.last_saved_epoch = None
         self.diverged = False
+        # Where the loss stopped being finite: (epoch, numbered as Keras', and the logs).
+        self.divergence = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.diverged or not all(_finite(value) for value in logs.values()):
+        if self.diverged:
+            return
+        if not all(_finite(value) for value in logs.values()):
             self.diverged = True
+            self.divergence = (epoch + 1, dict(logs))
             return
         completed = epoch + 1
         self.last_completed_epoch = completed
@@ -67,7 +73,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.model,
             checkpoint_path(self.run_dir, completed_epochs),
             epoch=completed_epochs,
-            extra=self.state,
+            extra=self._state(),
         )
         point_latest(self.run_dir, path)
         self.last_saved_epoch = completed_epochs
@@ -75,6 +81,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             for old in list(list_checkpoints(self.run_dir).values())[: -self.keep_last]:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".json").unlink(missing_ok=True)
+
+    def _state(self) -> dict:
+        return self.state() if callable(self.state) else self.state
 
     def _maybe_save_best(self, completed: int, logs) -> None:
         if not self.best_metric or self.best_metric not in logs:
@@ -91,7 +100,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 self.model,
                 self.run_dir / BEST,
                 epoch=completed,
-                extra={**self.state, "metric": self.best_metric, "value": value},
+                extra={**self._state(), "metric": self.best_metric, "value": value},
             )
 
 

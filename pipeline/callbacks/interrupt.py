@@ -49,11 +49,18 @@ class MetricStateRestore(keras.callbacks.Callback):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on request; `checkpoint` resumes it."""
+    """Training stopped on request; `checkpoint` resumes it from (epoch, batch): `epoch`
+    epochs and `batch` batches of the next one done."""
 
-    def __init__(self, checkpoint: Path, epoch: int, batch: int) -> None:
-        super().__init__(f"interrupted at epoch {epoch} after {batch} batches")
+    def __init__(self, checkpoint: Path, epoch: int, batch: int, batches_per_epoch: int) -> None:
         self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
+        # Numbered as Keras' progress line numbers epochs.
+        where = (
+            f"in epoch {epoch + 1} after batch {batch} of {batches_per_epoch}"
+            if batch
+            else f"after epoch {epoch}"
+        )
+        super().__init__(f"interrupted {where}; saved {checkpoint}")
 
 
 class InterruptCheckpoint(keras.callbacks.Callback):
@@ -67,6 +74,7 @@ class InterruptCheckpoint(keras.callbacks.Callback):
         # The training generator knows the batches per epoch and, after a mid-epoch
         # resume, how many batches of the current epoch were done before this fit.
         self.generator = generator
+        # The checkpoint's state: a dict, or a function giving it when it is saved.
         self.state = state or {}
         # Workers that step together must stop after the same batch: `agree` turns this
         # process's request into "any worker asked" (a collective call, made by every
@@ -119,9 +127,10 @@ class InterruptCheckpoint(keras.callbacks.Callback):
     def _save_and_stop(self, epoch: int, batch: int) -> None:
         # The running sums of the epoch's metrics, so that the resumed epoch's history
         # row covers its batches from before the interrupt too.
-        extra = {**self.state, "metric_states": metric_states(self.model) if batch else []}
+        state = self.state() if callable(self.state) else self.state
+        extra = {**state, "metric_states": metric_states(self.model) if batch else []}
         path = save_checkpoint(
             self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, extra=extra
         )
         point_latest(self.run_dir, path)
-        raise TrainingInterrupted(path, epoch, batch)
+        raise TrainingInterrupted(path, epoch, batch, self.generator.batches_per_epoch)

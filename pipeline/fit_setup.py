@@ -1,0 +1,105 @@
+"""What one training fit is given: its setup, and its callbacks in the order they run."""
+
+import dataclasses
+from pathlib import Path
+
+import keras
+
+from pipeline.callbacks import (
+    EpochCheckpoint,
+    InterruptCheckpoint,
+    LearningRateControl,
+    LoaderEpochSync,
+    MetricStateRestore,
+    ResumablePlateau,
+    TrainingMonitor,
+)
+from pipeline.callbacks.progress import RunProgress
+from pipeline.config import ExperimentConfig
+from pipeline.learning_rate import rate_at
+from pipeline.run_dir import TENSORBOARD_DIR
+from pipeline.run_state import StartPoint
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSetup:
+    """Everything a fit needs, decided before it starts."""
+
+    model: keras.Model
+    config: ExperimentConfig
+    run_dir: Path
+    start: StartPoint
+    train_data: object
+    val_data: object
+    distribution: object
+    extra_callbacks: tuple = ()
+    script: str = "train.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCallbacks:
+    """The callback list, and the three callbacks the training loop reads after a fit."""
+
+    all: list
+    checkpoint: EpochCheckpoint
+    monitor: TrainingMonitor
+    interrupt: InterruptCheckpoint
+
+
+def build_callbacks(setup: FitSetup) -> RunCallbacks:
+    """The fit's callbacks, in the order they must run."""
+    training, start, data = setup.config.training, setup.start, setup.train_data
+    plateau = None
+    if training.schedule == "plateau":
+        plateau = ResumablePlateau(
+            monitor=training.plateau_monitor,
+            factor=training.decay_factor,
+            patience=training.plateau_patience,
+            saved=start.state.get("plateau"),
+        )
+    saved = {
+        "config": setup.config.to_dict(),
+        "class_names": list(data.info.class_names),
+        "workers": setup.distribution.process_count,
+    }
+
+    def state() -> dict:
+        return {**saved, "plateau": plateau.counters()} if plateau else saved
+
+    checkpoint = EpochCheckpoint(
+        setup.run_dir,
+        training.checkpoint_every,
+        state=state,
+        keep_last=training.keep_last,
+        best_metric=training.best_metric,
+    )
+    monitor = TrainingMonitor(setup.run_dir, start.epoch)
+    interrupt = InterruptCheckpoint(
+        setup.run_dir, data, state=state, agree=setup.distribution.any_process
+    )
+    batches = data.batches_per_epoch
+    callbacks = [
+        LoaderEpochSync(data),  # first: the others read the generator's position
+        RunProgress(training.epochs, data),
+        LearningRateControl(lambda epoch, batch: rate_at(training, epoch, batch, batches), data),
+    ]
+    callbacks += [plateau] if plateau else []
+    if start.metric_states:
+        callbacks.append(MetricStateRestore(list(start.metric_states)))
+    callbacks += [keras.callbacks.TerminateOnNaN(), checkpoint, monitor]
+    callbacks += [*_optional_callbacks(training, setup.run_dir), *setup.extra_callbacks]
+    callbacks.append(interrupt)  # last: on an epoch boundary the others record the epoch first
+    return RunCallbacks(callbacks, checkpoint, monitor, interrupt)
+
+
+def _optional_callbacks(training, run_dir) -> list:
+    callbacks = []
+    if training.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=training.early_stopping_monitor, patience=training.early_stopping_patience
+            )
+        )
+    if training.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
+    return callbacks

@@ -1,0 +1,95 @@
+"""A run's history: history.json, history.csv and training.png (no Keras here).
+
+One row per completed epoch, numbered as Keras' progress line numbers it
+(`epoch` 1 is the first). `learning_rate` is the rate of the epoch's first
+batch; for an epoch resumed mid-way, of its first batch after the resume
+(train.log says where a rate changed).
+"""
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+from pipeline.run_dir import CSV_FILE, HISTORY_FILE, PLOT_FILE, read_json, write_json_atomically
+
+matplotlib.use("Agg")  # files only: training runs on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_history(run_dir: str | Path, keep_epochs: int) -> dict[str, list]:
+    """The history of the first `keep_epochs` epochs of a run ({} when there is none).
+
+    Resuming at epoch N drops what was logged after N, so the history and the
+    plot describe exactly the epochs that led to the weights being trained.
+    """
+    path = Path(run_dir) / HISTORY_FILE
+    if keep_epochs <= 0 or not path.is_file():
+        return {}
+    history = read_json(path)
+    return {key: values[:keep_epochs] for key, values in history.items()}
+
+
+def write_history(run_dir: str | Path, history: dict[str, list]) -> None:
+    """history.json, history.csv and training.png, each replaced whole."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(run_dir / HISTORY_FILE, history)
+    write_csv(history, run_dir / CSV_FILE)
+    plot_history(history, run_dir / PLOT_FILE)
+
+
+def write_csv(history: dict[str, list], path: Path) -> None:
+    """The same history as a CSV table, one row per epoch."""
+    keys = list(history)
+    rows = zip(*(history[key] for key in keys), strict=True)
+    text = ",".join(keys) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def plot_series(history: dict[str, list]) -> dict[str, tuple[list, list]]:
+    """What training.png draws, by panel and label: (x, y) per line.
+
+    Epoch e spans [e - 1, e] on the x axis; its rate is drawn as a flat step
+    over that span, so a rate change shows as a step, not a ramp.
+    """
+    epochs = history.get("epoch", [])
+    series = {}
+    for metric in ("loss", "accuracy"):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                series[f"{metric}/{label} {metric}"] = (list(epochs), list(history[key]))
+    rates = history.get("learning_rate", [])
+    if rates:
+        # Steps: each rate from the start of its epoch to its end.
+        starts = [epoch - 1 for epoch in epochs]
+        series["learning rate/learning rate"] = (starts + [epochs[-1]], rates + [rates[-1]])
+    return series
+
+
+def plot_history(history: dict[str, list], path: Path) -> None:
+    """Three panels: loss, accuracy (train and validation), learning rate."""
+    epochs = history.get("epoch", [])
+    figure, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    panels = dict(zip(("loss", "accuracy", "learning rate"), axes, strict=True))
+    for name, (x, y) in plot_series(history).items():
+        panel, label = name.split("/")
+        axis = panels[panel]
+        if panel == "learning rate":
+            axis.plot(x, y, color="tab:green", drawstyle="steps-post", label=label)
+        else:
+            axis.plot(x, y, label=label)
+    for panel, axis in panels.items():
+        axis.set_ylabel(panel)
+        axis.grid(alpha=0.3)
+        if panel != "learning rate" and axis.lines:
+            axis.legend()
+    axes[-1].set_xlabel("epoch")
+    # Whole epochs only: a fractional tick names no epoch.
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(f"Training history (epoch {epochs[-1] if epochs else 0})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

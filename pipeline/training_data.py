@@ -1,0 +1,80 @@
+"""The data a training process feeds: its train and validation generators."""
+
+from pathlib import Path
+
+from pipeline.config import ExperimentConfig
+from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.errors import UserError
+from pipeline.io import HDF5DatasetGenerator
+from pipeline.io.hdf5_generator import STORAGE_MODES, fits_in_memory
+
+
+def open_data(config: ExperimentConfig, distribution):
+    """The train and validation generators of this process.
+
+    Keras splits each batch between the replicas. With several workers, each feeds
+    its part of every global batch from its own shard of the training split; each
+    feeds the whole validation split, so that every validation sample counts the same
+    number of times and the validation metrics stay exact (JAX's data-parallel last
+    batch still drops fewer samples than a worker has devices, as on one machine).
+    """
+    data, training = config.data, config.training
+    workers = distribution.process_count
+    if training.batch_size % workers:
+        raise UserError(
+            f"training.batch_size {training.batch_size} must be a multiple of the {workers} workers"
+        )
+    batch_size = training.batch_size // workers
+    loading = dict(
+        image_size=data.image_size or None,
+        storage=data.storage,
+        shuffle_buffer=data.shuffle_buffer or None,
+        workers=data.workers,
+    )
+    # JAX splits each batch evenly over its devices; TensorFlow's strategies need not.
+    loading["batch_multiple"] = (
+        distribution.local_replicas if distribution.name in ("data_parallel", "multiworker") else 1
+    )
+    train_path = split_path(data.dataset_dir, data.train_split)
+    train_storage = data.storage
+    if workers > 1:
+        train_storage = _agreed_storage(data.storage, train_path, distribution)
+    train_data = HDF5DatasetGenerator(
+        train_path,
+        batch_size,
+        shuffle=True,
+        augment=data.augment,
+        seed=training.seed,
+        shard_index=distribution.process_index,
+        num_shards=workers,
+        # Workers step together: every one must have the same number of batches.
+        equal_shards=True,
+        **{**loading, "storage": train_storage},
+    )
+    val_path = split_path(data.dataset_dir, data.val_split)
+    val_data = None
+    if val_path.exists():
+        val_batch = min(batch_size, read_split_info(val_path).num_samples)
+        val_batch -= val_batch % loading["batch_multiple"]
+        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
+    return train_data, val_data
+
+
+def _agreed_storage(storage: str, train_path: Path, distribution) -> str:
+    """The storage mode every worker uses for the training split. The epoch order depends
+    on it and the workers must split one order: out of core on all of them unless the
+    split fits in memory on all. Every worker makes both collective calls, whatever
+    its own settings."""
+    try:
+        fits = fits_in_memory(train_path)
+    except UserError:
+        fits = False  # the loader reports the file's problem itself, on this worker
+    too_large = distribution.any_process(not fits)
+    if not distribution.same_on_every_process((STORAGE_MODES.index(storage),)):
+        raise UserError(
+            f"data.storage differs between the workers (this one: {storage!r}); "
+            f"give every worker the same"
+        )
+    if storage != "auto":
+        return storage
+    return "disk" if too_large else "memory"
