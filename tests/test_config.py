@@ -46,7 +46,7 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("training.epochs=true", "training.epochs"),
         ("training.epochs=0", "training.epochs must be >= 1"),
         ("training.learning_rate=-0.1", "learning_rate must be a finite number > 0"),
-            ("training.learning_rate=nan", "learning_rate must be a finite number > 0"),
+        ("training.learning_rate=nan", "learning_rate must be a finite number > 0"),
         ("model.normalization=pixel", "model.normalization must be"),
         ("model.spec=3", "model.spec"),
         ("epochs", "must look like section.key=value"),

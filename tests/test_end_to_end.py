@@ -30,7 +30,9 @@ def run_script(script, *args, backend=None):
     return completed.stdout
 
 
-def train_args(digits_dir, run_dir, epochs):
+def train_args(digits_dir, run_dir, epochs, schedule="constant"):
+    # The ctrl+c way: a constant rate that --lr replaces (None: the default config's).
+    schedule_override = ["--set", f"training.schedule={schedule}"] if schedule else []
     return [
         "--checkpoints",
         run_dir,
@@ -40,9 +42,7 @@ def train_args(digits_dir, run_dir, epochs):
         f"data.dataset_dir={digits_dir}",
         "--set",
         "training.checkpoint_every=1",
-        # The ctrl+c way: a constant rate that --lr replaces (train_decay.py decays it).
-        "--set",
-        "training.schedule=constant",
+        *schedule_override,
         *TINY_MODEL,
     ]
 
@@ -97,15 +97,20 @@ def test_build_train_resume_and_evaluate_through_the_scripts(tmp_path):
     assert printed and int(printed.group(2)) == report["rank1_correct"]
 
 
-def test_train_decay_lowers_the_rate_polynomially(tmp_path, digits_dir):
-    run_script(
+def test_train_decay_on_the_default_config_trains_polynomial_decay(tmp_path, digits_dir):
+    # The default preset names cosine, for train.py; train_decay.py replaces it and says so.
+    output = run_script(
         "train_decay.py",
-        *train_args(digits_dir, tmp_path / "run", 2),
+        *train_args(digits_dir, tmp_path / "run", 2, schedule=None),
         "--set",
         "training.learning_rate=0.1",
     )
+    assert "training.schedule 'cosine' replaced by 'polynomial'" in output
+    assert "polynomial decay from training.learning_rate 0.1 to 0 over 2 epochs" in output
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["learning_rate"] == pytest.approx([0.1, 0.05])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["training"]["schedule"] == "polynomial"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")

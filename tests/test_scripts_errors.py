@@ -9,6 +9,7 @@ import pytest
 import build_dataset
 import rank_accuracy
 import train
+import train_decay
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -121,3 +122,8 @@ def test_as_a_process_the_exit_code_is_2_and_there_is_no_traceback(tmp_path, scr
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "error: " in completed.stderr
+
+
+def test_train_decay_refuses_a_config_that_names_another_schedule(capsys, tmp_path):
+    code = train_decay.main(["--checkpoints", str(tmp_path), "--set", "training.schedule=cosine"])
+    assert_one_line_error(capsys, code, "always trains with polynomial decay", "train.py")

@@ -46,6 +46,29 @@ a = load_model(straight.final_checkpoint).get_weights()
 b = load_model(resumed.final_checkpoint).get_weights()
 print("max difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
 print("histories", straight.history["loss"], resumed.history["loss"])
+
+class CtrlCAtEpochEnd(keras.callbacks.Callback):
+    # Presses ctrl+c while the last batch of the first epoch trains: saved at (1, 0).
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 0 and batch == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+
+# --lr at an epoch boundary, against a run given the same rates in its config.
+stopped = train(config, run_dir=f"{scratch}/boundary", callbacks=[CtrlCAtEpochEnd()])
+print("boundary at", stopped.interrupted.epoch, stopped.interrupted.batch)
+changed = train(config, run_dir=f"{scratch}/boundary", resume=True, learning_rate=0.01)
+given = train(
+    load_config(None, [f"data.dataset_dir={digits}", "training.epochs=3", "training.batch_size=128",
+        "training.checkpoint_every=1", "training.deterministic=true", "training.schedule=cosine",
+        "training.warmup_epochs=1", 'data.augment=[{name = "pad_crop", pad = 2}]', TINY,
+        "training.rate_changes=[{epoch = 1, batch = 0, rate = 0.01}]"]),
+    run_dir=f"{scratch}/given",
+)
+a = load_model(changed.final_checkpoint).get_weights()
+b = load_model(given.final_checkpoint).get_weights()
+print("lr difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
 """.replace("TINY", repr(TINY))
 
 
@@ -73,6 +96,9 @@ def test_ctrl_c_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(
     straight = json.loads((tmp_path / "straight" / "history.json").read_text())
     assert history["loss"] == pytest.approx(straight["loss"], rel=1e-6)
     assert history["accuracy"] == pytest.approx(straight["accuracy"], rel=1e-6)
+    # A --lr change at an epoch boundary equals a run whose config holds that change.
+    assert "boundary at 1 0" in completed.stdout
+    assert float(completed.stdout.split("lr difference")[1].split()[0]) <= 1e-6
 
 
 def start_training(run_dir, digits_dir, *extra):
