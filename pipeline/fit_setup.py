@@ -16,7 +16,7 @@ from pipeline.callbacks import (
 )
 from pipeline.callbacks.progress import RunProgress
 from pipeline.config import ExperimentConfig
-from pipeline.learning_rate import rate_at
+from pipeline.learning_rate import rate_at, rate_changes
 from pipeline.run_dir import TENSORBOARD_DIR
 from pipeline.run_state import StartPoint
 
@@ -63,8 +63,20 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
         "workers": setup.distribution.process_count,
     }
 
+    batches = data.batches_per_epoch
+    monitor = TrainingMonitor(
+        setup.run_dir,
+        start.epoch,
+        resumed_epoch_rate=start.state.get("epoch_rate") if start.batch else None,
+        rate_changes=[(c.epoch + c.batch / batches, c.rate) for c in rate_changes(training)],
+    )
+
     def state() -> dict:
-        return {**saved, "plateau": plateau.counters()} if plateau else saved
+        # The current epoch's first rate: the history row of an epoch resumed mid-way.
+        dynamic = {"epoch_rate": monitor.epoch_rate}
+        if plateau:
+            dynamic["plateau"] = plateau.counters()
+        return {**saved, **dynamic}
 
     checkpoint = EpochCheckpoint(
         setup.run_dir,
@@ -73,11 +85,9 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
         keep_last=training.keep_last,
         best_metric=training.best_metric,
     )
-    monitor = TrainingMonitor(setup.run_dir, start.epoch)
     interrupt = InterruptCheckpoint(
         setup.run_dir, data, state=state, agree=setup.distribution.any_process
     )
-    batches = data.batches_per_epoch
     callbacks = [
         LoaderEpochSync(data),  # first: the others read the generator's position
         RunProgress(training.epochs, data),

@@ -30,13 +30,14 @@ def load_history(run_dir: str | Path, keep_epochs: int) -> dict[str, list]:
     return {key: values[:keep_epochs] for key, values in history.items()}
 
 
-def write_history(run_dir: str | Path, history: dict[str, list]) -> None:
-    """history.json, history.csv and training.png, each replaced whole."""
+def write_history(run_dir: str | Path, history: dict[str, list], rate_changes=()) -> None:
+    """history.json, history.csv and training.png, each replaced whole; `rate_changes`,
+    (position in epochs, rate) of each --lr, are marked on the plot."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomically(run_dir / HISTORY_FILE, history)
     write_csv(history, run_dir / CSV_FILE)
-    plot_history(history, run_dir / PLOT_FILE)
+    plot_history(history, run_dir / PLOT_FILE, rate_changes)
 
 
 def write_csv(history: dict[str, list], path: Path) -> None:
@@ -49,11 +50,12 @@ def write_csv(history: dict[str, list], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def plot_series(history: dict[str, list]) -> dict[str, tuple[list, list]]:
+def plot_series(history: dict[str, list], rate_changes=()) -> dict[str, tuple[list, list]]:
     """What training.png draws, by panel and label: (x, y) per line.
 
-    Epoch e spans [e - 1, e] on the x axis; its rate is drawn as a flat step
-    over that span, so a rate change shows as a step, not a ramp.
+    Epoch e spans [e - 1, e] on the x axis; its rate (that of its first batch) is
+    drawn as a flat step over that span, so a rate change shows as a step, not a
+    ramp. Each --lr, (position in epochs, rate), is a marker where it was given.
     """
     epochs = history.get("epoch", [])
     series = {}
@@ -66,26 +68,35 @@ def plot_series(history: dict[str, list]) -> dict[str, tuple[list, list]]:
         # Steps: each rate from the start of its epoch to its end.
         starts = [epoch - 1 for epoch in epochs]
         series["learning rate/learning rate"] = (starts + [epochs[-1]], rates + [rates[-1]])
+    shown = [(where, rate) for where, rate in rate_changes if not epochs or where <= epochs[-1]]
+    if shown:
+        series["learning rate/--lr"] = ([where for where, _ in shown], [rate for _, rate in shown])
     return series
 
 
-def plot_history(history: dict[str, list], path: Path) -> None:
+def plot_history(history: dict[str, list], path: Path, rate_changes=()) -> None:
     """Three panels: loss, accuracy (train and validation), learning rate."""
     epochs = history.get("epoch", [])
     figure, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
     panels = dict(zip(("loss", "accuracy", "learning rate"), axes, strict=True))
-    for name, (x, y) in plot_series(history).items():
+    for name, (x, y) in plot_series(history, rate_changes).items():
         panel, label = name.split("/")
         axis = panels[panel]
-        if panel == "learning rate":
+        if label == "--lr":
+            axis.plot(x, y, "v", color="tab:red", label="--lr given")
+            for where, rate in zip(x, y, strict=True):
+                axis.annotate(f"{rate:g}", (where, rate), textcoords="offset points",
+                              xytext=(4, 6), fontsize=8, color="tab:red")  # fmt: skip
+        elif panel == "learning rate":
+            label = "learning rate (first batch of each epoch)"
             axis.plot(x, y, color="tab:green", drawstyle="steps-post", label=label)
         else:
             axis.plot(x, y, label=label)
     for panel, axis in panels.items():
         axis.set_ylabel(panel)
         axis.grid(alpha=0.3)
-        if panel != "learning rate" and axis.lines:
-            axis.legend()
+        if axis.lines:
+            axis.legend(fontsize=8)
     axes[-1].set_xlabel("epoch")
     # Whole epochs only: a fractional tick names no epoch.
     axes[-1].xaxis.get_major_locator().set_params(integer=True)

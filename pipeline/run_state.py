@@ -313,23 +313,24 @@ def rewind(run_dir: Path, start: StartPoint, now: datetime.datetime) -> Path | N
     logged_epochs = len(load_history(run_dir, 10**9).get("epoch", []))
     # From elsewhere, the whole history here belongs to the abandoned branch.
     history_abandoned = logged_epochs > (start.epoch if own else 0)
-    if not later and not history_abandoned:
-        return None
-    folder = _new_abandoned_folder(run_dir, start, now)
-    for path in later:
-        os.replace(path, folder / path.name)
-        sidecar = state_path(path)
-        if sidecar.exists():
-            os.replace(sidecar, folder / sidecar.name)
-    for name in (HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, folder / name)
-    history = load_history(run_dir if own else start.checkpoint.parent, start.epoch)
-    if history:
-        write_history(run_dir, history)
-    else:
+    folder = None
+    if later or history_abandoned:
+        folder = _new_abandoned_folder(run_dir, start, now)
+        for path in later:
+            os.replace(path, folder / path.name)
+            sidecar = state_path(path)
+            if sidecar.exists():
+                os.replace(sidecar, folder / sidecar.name)
+        for name in (HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, folder / name)
+    if folder or not own:
+        # The history of the epochs that led to the checkpoint, from its own run.
+        history = load_history(run_dir if own else start.checkpoint.parent, start.epoch)
         for name in (HISTORY_FILE, CSV_FILE, PLOT_FILE):
             (run_dir / name).unlink(missing_ok=True)
+        if history:
+            write_history(run_dir, history)
     return folder
 
 

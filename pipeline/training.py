@@ -184,8 +184,8 @@ def _record_start(setup: FitSetup, notes) -> None:
         _log(
             run_dir,
             f"learning rate changed: --lr {changes[-1].rate:g} from "
-            f"{describe_position(start.position)} (the schedule had "
-            f"{_first_rate(setup, before):g} there)",
+            f"{describe_position(start.position)} (it would have been "
+            f"{_first_rate(setup, before):g})",
         )
     for note in notes:
         _log(run_dir, f"note: {note}")

@@ -143,13 +143,14 @@ def test_history_plot_and_log_agree_with_the_rates_trained(workflow, schedule):
     run_dir = scratch / schedule
     history = json.loads((run_dir / "history.json").read_text())
     assert history["epoch"] == [1, 2, 3, 4]
-    # Each epoch's row holds the rate of its first batch trained in this branch: epoch 2
-    # and 3 were resumed mid-way, at their first batch after the resume.
-    first_batches = [rates[0][0], rates[1][0], rates[2][0], rates[2][BATCHES - 6]]
+    # Each epoch's row holds the rate of its first batch, also for the epochs 2 and 3
+    # that were interrupted mid-way and finished after a resume.
+    first_batches = [rates[0][0], rates[0][BATCHES], rates[1][BATCHES - 4], rates[2][BATCHES - 6]]
     assert history["learning_rate"] == pytest.approx(first_batches, rel=1e-6)
-    assert first_batches[1] == pytest.approx(NEW_RATE)
-    x, y = plot_series(history)["learning rate/learning rate"]
+    series = plot_series(history, [(1.4, NEW_RATE)])
+    x, y = series["learning rate/learning rate"]
     assert x == [0, 1, 2, 3, 4] and y[:-1] == history["learning_rate"]
+    assert series["learning rate/--lr"] == ([1.4], [NEW_RATE])
     log = (run_dir / "train.log").read_text()
     assert "interrupted in epoch 2 after batch 4 of 10" in log
     assert f"learning rate changed: --lr {NEW_RATE:g} from epoch 2, batch 5" in log

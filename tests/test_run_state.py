@@ -217,3 +217,11 @@ def test_a_checkpoint_renamed_by_start_epoch_is_noted(six_epochs):
     _, notes = config_for_start(experiment(), six_epochs, point, None)
     assert notes and "saved after epoch 4" in notes[0]
     assert read_state(six_epochs / "epoch_0004.keras")["epoch"] == 4
+
+
+def test_a_run_forked_into_a_new_directory_takes_the_history_of_its_checkpoint(six_epochs):
+    fork = six_epochs.parent / "fork"
+    point = start(fork, model_path=six_epochs / "epoch_0004.keras")
+    assert apply_start(fork, point, NOW) is None
+    assert history_epochs(fork) == [1, 2, 3, 4] and not (fork / "abandoned").exists()
+    assert latest_checkpoint(fork) is None  # nothing of the fork is trained yet

@@ -96,6 +96,7 @@ def test_ctrl_c_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(
     straight = json.loads((tmp_path / "straight" / "history.json").read_text())
     assert history["loss"] == pytest.approx(straight["loss"], rel=1e-6)
     assert history["accuracy"] == pytest.approx(straight["accuracy"], rel=1e-6)
+    assert history["learning_rate"] == pytest.approx(straight["learning_rate"], rel=1e-6)
     # A --lr change at an epoch boundary equals a run whose config holds that change.
     assert "boundary at 1 0" in completed.stdout
     assert float(completed.stdout.split("lr difference")[1].split()[0]) <= 1e-6
@@ -146,6 +147,14 @@ def test_the_ctrl_c_workflow_through_the_script(tmp_path, digits_dir):
     assert refused.returncode == 2 and "another training run" in refused.stderr
     output, errors = held.communicate(timeout=300)
     assert held.returncode == 0, errors[-3000:]
+    # The resumed partial epoch is numbered as the run numbers it, and counts its batches
+    # from where it stopped to the end of the epoch (1257 images in batches of 8: 158).
+    lines = output.splitlines()
+    resumed_epoch = f"Epoch {state['epoch'] + 1}/4"
+    assert resumed_epoch in lines, output[-2000:]
+    assert lines[lines.index(resumed_epoch) + 1].startswith("158/158 ")
+    if state["batch"]:
+        assert f"(epoch {state['epoch'] + 1} resumes at batch {state['batch'] + 1})" in output
     history = json.loads((run_dir / "history.json").read_text())
     assert history["epoch"] == [1, 2, 3, 4]
     # The rate given on resume is the rate used from the resumed epoch on.

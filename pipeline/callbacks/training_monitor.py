@@ -14,23 +14,36 @@ def learning_rate_of(model: keras.Model) -> float:
 class TrainingMonitor(keras.callbacks.Callback):
     """Append each epoch's logs and its learning rate to the history and redraw the plot.
 
-    The rate is read when the epoch begins, after LearningRateControl (earlier in the
-    callback list) has set it for the epoch's first batch: read at the epoch's end, it
-    would show ReduceLROnPlateau's lowered rate beside the epoch trained before it.
+    The rate is that of the epoch's first batch, read when the epoch begins, after
+    LearningRateControl (earlier in the callback list) has set it: read at the epoch's
+    end, it would show ReduceLROnPlateau's lowered rate beside the epoch trained before
+    it. An epoch resumed mid-way keeps the rate it began with (`resumed_epoch_rate`, saved
+    with the interrupt), so its row reads as an uninterrupted run's. `rate_changes`
+    ((position in epochs, rate) of each --lr) are marked on the plot.
     """
 
-    def __init__(self, run_dir: str | Path, start_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        start_epoch: int = 0,
+        *,
+        resumed_epoch_rate: float | None = None,
+        rate_changes=(),
+    ) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.start_epoch = start_epoch
         self.history: dict[str, list] = {}
+        self.resumed_epoch_rate = resumed_epoch_rate
+        self.rate_changes = list(rate_changes)
         self.epoch_rate = None
 
     def on_train_begin(self, logs=None):
         self.history = load_history(self.run_dir, self.start_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_rate = learning_rate_of(self.model)
+        resumed, self.resumed_epoch_rate = self.resumed_epoch_rate, None
+        self.epoch_rate = resumed if resumed is not None else learning_rate_of(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, "learning_rate": self.epoch_rate}
@@ -39,4 +52,4 @@ class TrainingMonitor(keras.callbacks.Callback):
         record.update({key: float(value) for key, value in logs.items()})
         for key, value in record.items():
             self.history.setdefault(key, []).append(value)
-        write_history(self.run_dir, self.history)
+        write_history(self.run_dir, self.history, self.rate_changes)
