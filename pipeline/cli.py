@@ -131,8 +131,8 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
         config = _with_schedule(config, schedule, script, chosen)
         training = config.training
         print(
-            f"{script}: {schedule} decay from training.learning_rate {training.learning_rate:g} "
-            f"to 0 over {training.epochs} epochs (power {training.decay_power:g})"
+            f"{script}: {schedule} decay to 0 over {training.epochs} epochs "
+            f"(power {training.decay_power:g})"
         )
     # Imported only now, so that --help and option errors answer without loading Keras.
     from pipeline.training import train

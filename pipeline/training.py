@@ -256,7 +256,7 @@ def _fit(setup: FitSetup) -> TrainingResult:
     final = latest_checkpoint(run_dir)
     if checkpoint.diverged:
         reason = _divergence(setup, checkpoint.divergence, final)
-        _log(run_dir, reason)
+        _log(run_dir, reason, echo=False)  # the caller reports it (train.py: on stderr)
         return TrainingResult(run_dir, final, monitor.history, divergence=reason)
     _log(run_dir, f"finished after epoch {monitor.history['epoch'][-1]}: {final}")
     return TrainingResult(run_dir, final, monitor.history)
@@ -279,7 +279,8 @@ def _divergence(setup: FitSetup, divergence, final: Path | None) -> str:
     )
 
 
-def _log(run_dir: Path, message: str) -> None:
+def _log(run_dir: Path, message: str, echo: bool = True) -> None:
     """Print a line and append it, with the time, to train.log."""
-    print(message, flush=True)
+    if echo:
+        print(message, flush=True)
     append_log(run_dir, message)

@@ -106,7 +106,8 @@ def test_train_decay_on_the_default_config_trains_polynomial_decay(tmp_path, dig
         "training.learning_rate=0.1",
     )
     assert "training.schedule 'cosine' replaced by 'polynomial'" in output
-    assert "polynomial decay from training.learning_rate 0.1 to 0 over 2 epochs" in output
+    assert "polynomial decay to 0 over 2 epochs" in output
+    assert "learning rate 0.1 (polynomial schedule from 0.1)" in output
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["learning_rate"] == pytest.approx([0.1, 0.05])
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
