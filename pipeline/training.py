@@ -31,6 +31,7 @@ from pipeline.run_dir import (
     CONFIG_FILE,
     append_log,
     latest_checkpoint,
+    list_checkpoints,
     read_json,
     run_lock,
     write_run_info,
@@ -91,7 +92,7 @@ def train(
         training = config.training
         check_epochs(start, training.epochs, run_dir, script)
         distribution = setup_distribution(training.distribute)
-        _check_workers_agree(start, distribution, training.batch_size)
+        _check_workers_agree(start, distribution, training.batch_size, run_dir)
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
@@ -105,10 +106,17 @@ def train(
         return _fit(setup)
 
 
-def _check_workers_agree(start: StartPoint, distribution, batch_size: int) -> None:
+def _check_workers_agree(start: StartPoint, distribution, batch_size: int, run_dir=None) -> None:
     """Workers resume on their own copies of the run: all must start from one position,
     and a mid-epoch position needs the worker count and batch size that split that
     epoch. The collective comparison comes first, so that all workers raise together."""
+    epochs = list_checkpoints(run_dir) if run_dir else {}
+    earlier = [epoch for epoch in epochs if epoch <= start.epoch]
+    instead = (
+        f"or go back to the last epoch checkpoint before it with --start_epoch {earlier[-1]}"
+        if earlier
+        else "or start over with --overwrite"
+    )
     position = (start.epoch, start.batch, start.workers, start.batch_size or batch_size)
     if not distribution.same_on_every_process(position):
         raise UserError(
@@ -118,14 +126,13 @@ def _check_workers_agree(start: StartPoint, distribution, batch_size: int) -> No
     if start.batch and start.workers != distribution.process_count:
         raise UserError(
             f"{start.checkpoint} stopped mid-epoch with {start.workers} worker(s), this run "
-            f"has {distribution.process_count}: resume with as many, or from an epoch "
-            f"checkpoint (--start_epoch)"
+            f"has {distribution.process_count}: resume with as many, {instead}"
         )
     if start.batch and start.batch_size != batch_size:
         raise UserError(
             f"{start.checkpoint} stopped after batch {start.batch} of batch size "
-            f"{start.batch_size}, not {batch_size}: resume mid-epoch with the same "
-            f"batch size, or from an epoch checkpoint (--start_epoch)"
+            f"{start.batch_size}, not {batch_size}: resume mid-epoch with --set "
+            f"training.batch_size={start.batch_size}, {instead}"
         )
 
 
