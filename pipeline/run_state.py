@@ -126,11 +126,19 @@ def _holds_a_run(run_dir: Path) -> bool:
     return bool(list_checkpoints(run_dir)) or any((run_dir / name).exists() for name in names)
 
 
+def start_over_command(run_dir: Path, script: str) -> str:
+    """The command that starts a run over with the settings it had (its config.json)."""
+    command = f"python {script} --checkpoints {run_dir} --overwrite"
+    if (run_dir / CONFIG_FILE).is_file():
+        command += f" --config {run_dir / CONFIG_FILE}"
+    return command
+
+
 def _nothing_to_resume(run_dir: Path, script: str) -> str:
     if _holds_a_run(run_dir):
         return (
             f"nothing to resume in {run_dir}: its run saved no checkpoint; start it over with: "
-            f"python {script} --checkpoints {run_dir} --overwrite"
+            f"{start_over_command(run_dir, script)}"
         )
     return (
         f"nothing to resume in {run_dir}: no run there yet; start one with: "
@@ -144,7 +152,8 @@ def _already_used(run_dir: Path, script: str) -> str:
     if latest_checkpoint(run_dir) is None:
         return (
             f"{run_dir} holds the records of a run that saved no checkpoint (nothing to "
-            f"resume); start over with: {command} --overwrite, or choose another --checkpoints"
+            f"resume); start it over with: {start_over_command(run_dir, script)}, or choose "
+            f"another --checkpoints"
         )
     choices = [f"continue it with: {command} --resume"]
     if epochs:

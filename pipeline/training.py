@@ -45,6 +45,7 @@ from pipeline.run_state import (
     config_for_start,
     describe_start,
     resolve_start,
+    start_over_command,
 )
 from pipeline.training_data import open_data
 
@@ -278,7 +279,7 @@ def _divergence(setup: FitSetup, divergence, final: Path | None) -> str:
     if final is None:
         return (
             f"{what} before any checkpoint was saved; start over at a lower rate with: "
-            f"{command} --overwrite --lr {rate / 10:g}"
+            f"{start_over_command(setup.run_dir, setup.script)} --lr {rate / 10:g}"
         )
     return (
         f"{what}; the latest checkpoint stays {final}; resume from it at a lower rate with: "

@@ -142,6 +142,10 @@ def test_advice_after_a_run_that_saved_no_checkpoint_never_goes_in_a_circle(tmp_
             start(run_dir, **request)
         assert "--overwrite" in str(refused.value) and "with --resume" not in str(refused.value)
     assert start(run_dir, overwrite=True).clear
+    # With its config.json, the command starts it over with the run's own settings.
+    (run_dir / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=f"--overwrite --config {run_dir / 'config.json'}"):
+        start(run_dir, resume=True)
     # Nothing there at all: --resume says how to start.
     with pytest.raises(UserError, match=r"no run there yet; start one with: python train.py"):
         start(tmp_path / "new", resume=True)
