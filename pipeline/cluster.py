@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import UserError
+from pipeline.run_dir import WORKER_DIR_PREFIX
 
 CLUSTER_VARIABLES = (
     "TF_CONFIG, or KERAS_DISTRIBUTION_JOB_ADDRESSES with KERAS_DISTRIBUTION_NUM_PROCESSES "
@@ -99,4 +100,4 @@ def own_run_dir(run_dir: Path) -> Path:
     for the others, which keep their own copy of every checkpoint and record, so that
     each can resume on its own machine."""
     process_id = cluster_from_environment().process_id
-    return run_dir if process_id == 0 else run_dir / f"worker_{process_id}"
+    return run_dir if process_id == 0 else run_dir / f"{WORKER_DIR_PREFIX}{process_id}"

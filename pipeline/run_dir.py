@@ -12,6 +12,7 @@
     train.lock                           held while a run trains here
     abandoned/                           the branches a rewind (--start_epoch, --model) left
     logs/                                TensorBoard's, with training.tensorboard
+    worker_1/ ...                        each other worker's copy of a multi-worker run
 
 Every file is written to a temporary name and renamed, so a crash never leaves
 a half-written checkpoint, state or pointer that a reader could take.
@@ -45,6 +46,8 @@ PLOT_FILE = "training.png"
 LOG_FILE = "train.log"
 ABANDONED_DIR = "abandoned"
 TENSORBOARD_DIR = "logs"
+# A multi-worker run's worker K keeps its own copy of the run in worker_K/.
+WORKER_DIR_PREFIX = "worker_"
 # The records of a run, beside its checkpoints.
 RECORDS = (LATEST, HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE, RUN_INFO_FILE, LOG_FILE)
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "h5py", "opencv-python-headless")

@@ -18,6 +18,7 @@ from pipeline.run_dir import (
     point_latest,
     read_state,
     save_checkpoint,
+    state_path,
 )
 
 
@@ -80,7 +81,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.keep_last:
             for old in list(list_checkpoints(self.run_dir).values())[: -self.keep_last]:
                 old.unlink(missing_ok=True)
-                old.with_suffix(".json").unlink(missing_ok=True)
+                state_path(old).unlink(missing_ok=True)
 
     def _state(self) -> dict:
         return self.state() if callable(self.state) else self.state
