@@ -16,6 +16,7 @@ from pipeline.config import (
 from pipeline.errors import (
     DIVERGED_EXIT_CODE,
     INTERRUPTED_EXIT_CODE,
+    TERMINATED_EXIT_CODE,
     OneLineArgumentParser,
     UserError,
 )
@@ -108,8 +109,8 @@ def _with_schedule(config: ExperimentConfig, schedule: str, script: str, chosen:
 
 
 def train_from_command_line(argv, *, script: str, schedule: str | None, description: str) -> int:
-    """Parse the training options and train. Returns the exit code: 0; 130 after ctrl+c;
-    3 when the loss stopped being finite.
+    """Parse the training options and train. Returns the exit code: 0; 130 after ctrl+c,
+    143 after SIGTERM (the position saved either way); 3 when the loss stopped being finite.
 
     Resuming without --config continues with the run directory's own config.json.
     `schedule` is the schedule the script always trains with (train_decay.py: polynomial).
@@ -151,7 +152,7 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
         print(f"resume with: python {script} --checkpoints {run_dir} --resume")
         if config.training.distribute == "multiworker":
             print("(on every worker, with the same cluster variables as this run)")
-        return INTERRUPTED_EXIT_CODE
+        return TERMINATED_EXIT_CODE if result.interrupted.by == "SIGTERM" else INTERRUPTED_EXIT_CODE
     if result.divergence:
         print(f"error: {result.divergence}", file=sys.stderr)
         return DIVERGED_EXIT_CODE

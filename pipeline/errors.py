@@ -8,6 +8,8 @@ from collections.abc import Callable
 USER_ERROR_EXIT_CODE = 2
 # The shell's convention for a process ended by SIGINT (128 + 2).
 INTERRUPTED_EXIT_CODE = 130
+# ... and for a process ended by SIGTERM (128 + 15), after training saved its position.
+TERMINATED_EXIT_CODE = 143
 # Training stopped because its loss stopped being finite; the last good checkpoint stays.
 DIVERGED_EXIT_CODE = 3
 

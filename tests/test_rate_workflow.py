@@ -152,9 +152,9 @@ def test_history_plot_and_log_agree_with_the_rates_trained(workflow, schedule):
     assert x == [0, 1, 2, 3, 4] and y[:-1] == history["learning_rate"]
     assert series["learning rate/--lr"] == ([1.4], [NEW_RATE])
     log = (run_dir / "train.log").read_text()
-    assert "interrupted in epoch 2 after batch 4 of 10" in log
+    assert "interrupted by ctrl+c in epoch 2 after batch 4 of 10" in log
     assert f"learning rate changed: --lr {NEW_RATE:g} from epoch 2, batch 5" in log
-    assert "interrupted in epoch 3 after batch 6 of 10" in log
+    assert "interrupted by ctrl+c in epoch 3 after batch 6 of 10" in log
     resumed = [line for line in log.splitlines() if "(epoch 3 resumes at batch 7)" in line]
     assert len(resumed) == 1 and f"learning rate {rates[2][0]:g} " in resumed[0]
     # config.json holds what the run does now: the change, for the next resume.

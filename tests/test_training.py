@@ -42,7 +42,7 @@ stopped = train(config, run_dir=f"{scratch}/stopped", callbacks=[CtrlC()])
 assert stopped.interrupted is not None, "no interrupt"
 print("interrupted at", stopped.interrupted.epoch, stopped.interrupted.batch)
 resumed = train(config, run_dir=f"{scratch}/stopped", resume=True)
-a = load_model(straight.final_checkpoint).get_weights()
+a = a_straight = load_model(straight.final_checkpoint).get_weights()
 b = load_model(resumed.final_checkpoint).get_weights()
 print("max difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
 print("histories", straight.history["loss"], resumed.history["loss"])
@@ -69,6 +69,21 @@ given = train(
 a = load_model(changed.final_checkpoint).get_weights()
 b = load_model(given.final_checkpoint).get_weights()
 print("lr difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)))
+
+class Terminate(keras.callbacks.Callback):
+    # Sends SIGTERM (what a job scheduler sends) while batch 6 of epoch 1 trains.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 1 and batch == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+terminated = train(config, run_dir=f"{scratch}/terminated", callbacks=[Terminate()])
+print("terminated by", terminated.interrupted.by, "at", terminated.interrupted.epoch,
+      terminated.interrupted.batch)
+after = train(config, run_dir=f"{scratch}/terminated", resume=True)
+c = load_model(after.final_checkpoint).get_weights()
+print("sigterm difference", max(float(np.max(np.abs(x - y))) for x, y in zip(a_straight, c)))
 """.replace("TINY", repr(TINY))
 
 
@@ -100,6 +115,9 @@ def test_ctrl_c_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(
     # A --lr change at an epoch boundary equals a run whose config holds that change.
     assert "boundary at 1 0" in completed.stdout
     assert float(completed.stdout.split("lr difference")[1].split()[0]) <= 1e-6
+    # SIGTERM saves and resumes exactly as ctrl+c does.
+    assert "terminated by SIGTERM at 1 7" in completed.stdout
+    assert float(completed.stdout.split("sigterm difference")[1].split()[0]) <= 1e-6
 
 
 def start_training(run_dir, digits_dir, *extra):
@@ -164,6 +182,19 @@ def test_the_ctrl_c_workflow_through_the_script(tmp_path, digits_dir):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["packages"]["keras"] and len(info["data"]) == 2
     assert "resuming from" in (run_dir / "train.log").read_text()
+
+
+def test_sigterm_saves_the_position_and_exits_143(tmp_path, digits_dir):
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, digits_dir, "--epochs", "4")
+    wait_for(run_dir / "history.json", process)
+    process.send_signal(signal.SIGTERM)
+    output, errors = process.communicate(timeout=240)
+    assert process.returncode == 143, errors[-3000:]
+    assert "SIGTERM: finishing the current batch" in errors
+    assert f"resume with: python train.py --checkpoints {run_dir} --resume" in output
+    assert (run_dir / "interrupt.keras").is_file()
+    assert "interrupted by SIGTERM " in (run_dir / "train.log").read_text()
 
 
 SECOND_CTRL_C = """

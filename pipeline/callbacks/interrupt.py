@@ -1,8 +1,9 @@
-"""Ctrl+c that costs at most the current batch.
+"""Ctrl+c (and SIGTERM) that costs at most the current batch.
 
-The first SIGINT lets the current batch finish, saves interrupt.keras with
-the position (epoch, batches done) and ends training with TrainingInterrupted;
-a second SIGINT stops at once (Python's KeyboardInterrupt).
+The first SIGINT or SIGTERM (what `timeout`, `kill` and job schedulers send)
+lets the current batch finish, saves interrupt.keras with the position (epoch,
+batches done) and ends training with TrainingInterrupted; a second SIGINT
+stops at once (Python's KeyboardInterrupt), a second SIGTERM terminates.
 """
 
 import contextlib
@@ -48,19 +49,28 @@ class MetricStateRestore(keras.callbacks.Callback):
                 variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
 
 
+# The signals that stop training after the current batch, and their names in messages.
+STOP_SIGNALS = {signal.SIGINT: "ctrl+c", signal.SIGTERM: "SIGTERM"}
+DEFAULT_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on request; `checkpoint` resumes it from (epoch, batch): `epoch`
     epochs and `batch` batches of the next one done."""
 
-    def __init__(self, checkpoint: Path, epoch: int, batch: int, batches_per_epoch: int) -> None:
+    def __init__(
+        self, checkpoint: Path, epoch: int, batch: int, batches_per_epoch: int, by="ctrl+c"
+    ) -> None:
         self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
+        # What asked for the stop: "ctrl+c" or "SIGTERM".
+        self.by = by
         # Numbered as Keras' progress line numbers epochs.
         where = (
             f"in epoch {epoch + 1} after batch {batch} of {batches_per_epoch}"
             if batch
             else f"after epoch {epoch}"
         )
-        super().__init__(f"interrupted {where}; saved {checkpoint}")
+        super().__init__(f"interrupted by {by} {where}; saved {checkpoint}")
 
 
 class InterruptCheckpoint(keras.callbacks.Callback):
@@ -81,29 +91,35 @@ class InterruptCheckpoint(keras.callbacks.Callback):
         # worker after every batch). One process: the request itself.
         self.agree = agree or (lambda flag: flag)
         self.requested = False
+        self.requested_by = "ctrl+c"
         self.epoch = 0
         self.offset = 0
 
     @contextlib.contextmanager
     def listening(self):
-        """Catch the first SIGINT while training; restore the previous handler after."""
-        previous = signal.getsignal(signal.SIGINT)
+        """Catch the first SIGINT or SIGTERM while training; restore the handlers after."""
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
         def request_stop(signum, frame):
             self.requested = True
-            # A second ctrl+c gets Python's default: KeyboardInterrupt, at once.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.requested_by = STOP_SIGNALS[signum]
+            # A second signal gets its default: KeyboardInterrupt for ctrl+c, at once.
+            for number in STOP_SIGNALS:
+                signal.signal(number, DEFAULT_HANDLERS[number])
             print(
-                "\nctrl+c: finishing the current batch, then saving (ctrl+c again quits at once)",
+                f"\n{self.requested_by}: finishing the current batch, then saving "
+                f"({'ctrl+c' if signum == signal.SIGINT else 'SIGTERM'} again quits at once)",
                 file=sys.stderr,
                 flush=True,
             )
 
-        signal.signal(signal.SIGINT, request_stop)
+        for number in STOP_SIGNALS:
+            signal.signal(number, request_stop)
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def on_epoch_begin(self, epoch, logs=None):
         # LoaderEpochSync, earlier in the list, has set the generator's position.
@@ -133,4 +149,6 @@ class InterruptCheckpoint(keras.callbacks.Callback):
             self.model, self.run_dir / INTERRUPT, epoch=epoch, batch=batch, extra=extra
         )
         point_latest(self.run_dir, path)
-        raise TrainingInterrupted(path, epoch, batch, self.generator.batches_per_epoch)
+        raise TrainingInterrupted(
+            path, epoch, batch, self.generator.batches_per_epoch, by=self.requested_by
+        )
