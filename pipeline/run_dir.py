@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -92,9 +93,32 @@ def append_log(run_dir, line: str) -> None:
 
 
 def write_json_atomically(path: Path, content) -> None:
+    """Write to a temporary name, flush it to disk, then rename: a crash or power cut
+    leaves the old file or the new one, never an empty or half-written one."""
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(content, indent=2) + "\n")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(content, indent=2) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def fsync_file(path) -> None:
+    """Flush a written file's contents to disk (before it is renamed into place)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(directory) -> None:
+    """Flush a folder's entries to disk, so that a rename in it survives a power cut."""
+    # Some file systems cannot sync a folder; the rename itself is still atomic.
+    with contextlib.suppress(OSError):
+        fsync_file(directory)
 
 
 def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> Path:
@@ -109,6 +133,7 @@ def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> P
     # Keras insists on the .keras extension, so the temporary name keeps it.
     temporary = path.with_name(f".{path.stem}.partial.keras")
     model.save(temporary)
+    fsync_file(temporary)
     os.replace(temporary, path)
     state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
     write_json_atomically(state_path(path), state)
@@ -125,25 +150,62 @@ def point_latest(run_dir, checkpoint) -> None:
 
 
 def read_state(checkpoint) -> dict:
-    """(epoch, batch) of a checkpoint: from its state file, else from an epoch_N name."""
+    """(epoch, batch) of a checkpoint: from its state file, else from an epoch_N name.
+    A damaged state file is a one-line error naming it."""
     checkpoint = Path(checkpoint)
     sidecar = state_path(checkpoint)
     if sidecar.is_file():
-        return read_json(sidecar)
+        state = read_json(sidecar)
+        position = [state.get(key) for key in ("epoch", "batch")] if isinstance(state, dict) else []
+        if not all(isinstance(value, int) and value >= 0 for value in position) or not position:
+            raise UserError(f"{sidecar} is damaged (no whole epoch and batch); move it away")
+        return state
     match = CHECKPOINT_PATTERN.match(checkpoint.name)
     return {"checkpoint": checkpoint.name, "epoch": int(match.group(1)) if match else 0, "batch": 0}
 
 
 def latest_checkpoint(run_dir) -> Path | None:
-    """The checkpoint latest.json points at, else the newest epoch checkpoint, else None."""
+    """The checkpoint latest.json points at, else the newest epoch checkpoint, else None.
+
+    A damaged latest.json, or a checkpoint whose state file is damaged, is passed over
+    with a warning for the newest checkpoint whose state reads.
+    """
     run_dir = Path(run_dir)
     pointer = run_dir / LATEST
     if pointer.is_file():
-        candidate = run_dir / read_json(pointer)["checkpoint"]
-        if candidate.is_file():
+        candidate = _pointed_checkpoint(run_dir, pointer)
+        if candidate is not None and _readable_state(candidate):
             return candidate
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[max(checkpoints)] if checkpoints else None
+    for path in reversed(list_checkpoints(run_dir).values()):
+        if _readable_state(path):
+            return path
+    return None
+
+
+def _pointed_checkpoint(run_dir: Path, pointer: Path) -> Path | None:
+    """The checkpoint latest.json names: a file of this run directory, by name only."""
+    try:
+        name = read_json(pointer).get("checkpoint")
+    except (UserError, AttributeError):
+        name = None
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".keras"):
+        _warn(f"{pointer} is damaged; using the newest checkpoint whose state reads")
+        return None
+    candidate = run_dir / name
+    return candidate if candidate.is_file() else None
+
+
+def _readable_state(checkpoint: Path) -> bool:
+    try:
+        read_state(checkpoint)
+    except UserError as error:
+        _warn(f"{error}; passing over {checkpoint.name}")
+        return False
+    return True
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager

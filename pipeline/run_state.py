@@ -351,7 +351,11 @@ def _after(run_dir: Path, start: StartPoint, own: bool) -> list[Path]:
     for path in candidates:
         if not path.is_file() or (own and path.resolve() == start.checkpoint.resolve()):
             continue
-        state = read_state(path)
+        try:
+            state = read_state(path)
+        except UserError:
+            later.append(path)  # a damaged state cannot show it leads here: set it aside
+            continue
         if not own or (state["epoch"], state["batch"]) > start.position:
             later.append(path)
     return later
