@@ -56,6 +56,13 @@ class DataConfig:
     # Loader threads (Keras PyDataset workers); 1 loads in the training thread.
     workers: int = 1
 
+    def __post_init__(self) -> None:
+        for key in ("image_size", "shuffle_buffer"):
+            value = getattr(self, key)
+            _require(value >= 0, f"data.{key} must be >= 0, got {value}")
+        _require(self.workers >= 1, f"data.workers must be >= 1, got {self.workers}")
+        _choice("data.storage", self.storage, ("auto", "memory", "disk"))
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -161,7 +168,44 @@ class TrainingConfig:
         )
         _require(self.keep_last >= 0, f"training.keep_last must be >= 0, got {self.keep_last}")
         _require(self.step_every > 0, f"training.step_every must be > 0, got {self.step_every}")
+        self._check_ranges()
         _check_rate_changes(self)
+
+    def _check_ranges(self) -> None:
+        """Every number in its range, NaN and infinity refused: a negative factor or
+        minimum would train at a negative rate, silently."""
+        floats = ("learning_rate", "momentum", "weight_decay", "decay_power", "decay_factor",
+                  "step_every", "warmup_epochs", "min_learning_rate")  # fmt: skip
+        for key in floats:
+            value = getattr(self, key)
+            _require(math.isfinite(value), f"training.{key} must be a finite number, got {value}")
+        _require(
+            0 < self.decay_factor <= 1,
+            f"training.decay_factor must be in (0, 1], got {self.decay_factor}",
+        )
+        for key in ("weight_decay", "min_learning_rate", "warmup_epochs"):
+            value = getattr(self, key)
+            _require(value >= 0, f"training.{key} must be >= 0, got {value}")
+        _require(
+            self.min_learning_rate < self.learning_rate,
+            f"training.min_learning_rate ({self.min_learning_rate}) must be below "
+            f"training.learning_rate ({self.learning_rate})",
+        )
+        _require(
+            self.warmup_epochs <= self.epochs,
+            f"training.warmup_epochs ({self.warmup_epochs}) must be at most training.epochs "
+            f"({self.epochs})",
+        )
+        _require(self.decay_power > 0, f"training.decay_power must be > 0, got {self.decay_power}")
+        milestones = list(self.milestones)
+        _require(
+            all(math.isfinite(value) and value >= 0 for value in milestones)
+            and milestones == sorted(milestones),
+            f"training.milestones must be finite, >= 0 and increasing, got {milestones}",
+        )
+        for key in ("plateau_patience", "early_stopping_patience"):
+            value = getattr(self, key)
+            _require(value >= 0, f"training.{key} must be >= 0, got {value}")
 
 
 def _check_rate_changes(training: "TrainingConfig") -> None:
@@ -226,7 +270,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; presets are in {CONFIG_DIR}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text ({error.reason})") from None
     try:
         # A run directory's config.json (the resolved config) reads like a preset.
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)

@@ -52,6 +52,21 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("epochs", "must look like section.key=value"),
         ("training.jit_compile=1", "must be of type bool or str"),
         ("training.jit_compile=yes", "training.jit_compile must be true, false or 'auto'"),
+        # A negative factor or minimum would train at a negative rate.
+        ("training.decay_factor=-1", r"decay_factor must be in \(0, 1\]"),
+        ("training.decay_factor=1.5", r"decay_factor must be in \(0, 1\]"),
+        ("training.min_learning_rate=-1", "min_learning_rate must be >= 0"),
+        ("training.min_learning_rate=0.5", "must be below training.learning_rate"),
+        ("training.learning_rate=inf", "learning_rate must be a finite number > 0"),
+        ("training.momentum=nan", r"momentum must be in \\[0, 1\\)"),
+        ("training.warmup_epochs=-1", "warmup_epochs must be >= 0"),
+        ("training.warmup_epochs=500", "warmup_epochs .* must be at most training.epochs"),
+        ("training.decay_power=0", "decay_power must be > 0"),
+        ("training.milestones=[30, 10]", "milestones must be finite, >= 0 and increasing"),
+        ("training.plateau_patience=-2", "plateau_patience must be >= 0"),
+        ("data.image_size=-5", "data.image_size must be >= 0"),
+        ("data.workers=0", "data.workers must be >= 1"),
+        ("data.storage=cloud", "data.storage must be one of"),
     ],
 )
 def test_bad_keys_and_values_are_user_errors(override, message):
@@ -89,3 +104,10 @@ def test_resolved_config_round_trips_through_json():
 
     config = load_config(None, ["training.epochs=7"])
     assert config_from_dict(ExperimentConfig, json.loads(config.to_json())) == config
+
+
+def test_a_config_file_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        load_config(path)
