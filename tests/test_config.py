@@ -58,7 +58,7 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("training.min_learning_rate=-1", "min_learning_rate must be >= 0"),
         ("training.min_learning_rate=0.5", "must be below training.learning_rate"),
         ("training.learning_rate=inf", "learning_rate must be a finite number > 0"),
-        ("training.momentum=nan", r"momentum must be in \\[0, 1\\)"),
+        ("training.momentum=nan", r"momentum must be in \[0, 1\)"),
         ("training.warmup_epochs=-1", "warmup_epochs must be >= 0"),
         ("training.warmup_epochs=500", "warmup_epochs .* must be at most training.epochs"),
         ("training.decay_power=0", "decay_power must be > 0"),
