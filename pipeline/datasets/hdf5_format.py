@@ -253,14 +253,99 @@ def open_split(path: str | Path) -> h5py.File:
     if not handle.attrs.get("complete", False):
         handle.close()
         raise UserError(f"{path} was never completed (no 'complete' mark); rebuild it")
-    version = int(handle.attrs.get("format_version", -1))
-    if version not in SUPPORTED_FORMAT_VERSIONS:
+    version = handle.attrs.get("format_version", -1)
+    if not isinstance(version, int | np.integer) or int(version) not in SUPPORTED_FORMAT_VERSIONS:
         handle.close()
         raise UserError(
             f"{path} has format_version {version}, this version reads "
             f"{SUPPORTED_FORMAT_VERSIONS}; rebuild it or update the pipeline"
         )
+    try:
+        check_contract(handle)
+    except ContractError as error:
+        handle.close()
+        raise UserError(f"{path} breaks the split format: {error}; rebuild it") from None
     return handle
+
+
+class ContractError(Exception):
+    """A field of a split file that does not follow docs/hdf5_format.md."""
+
+
+def check_contract(handle: h5py.File) -> None:
+    """Check every field a reader relies on (docs/hdf5_format.md), naming the first that
+    is wrong: trusting a damaged or forged file could train on mislabelled data."""
+    attrs = handle.attrs
+    for name in ("mean", "std", "num_classes", "source", "split"):
+        if name not in attrs:
+            raise ContractError(f"attribute '{name}' is missing")
+    encoding = attrs.get("encoding", "raw")
+    if encoding not in ENCODINGS:
+        raise ContractError(f"attribute 'encoding' is {encoding!r}, not one of {ENCODINGS}")
+    for name in ("source", "split"):
+        if not isinstance(attrs[name], str):
+            raise ContractError(f"attribute '{name}' is not text")
+    for name in ("mean", "std"):
+        values = np.asarray(attrs[name])
+        if (
+            values.shape != (3,)
+            or values.dtype.kind not in "fiu"
+            or not np.all(np.isfinite(values))
+        ):
+            raise ContractError(f"attribute '{name}' is not 3 finite numbers")
+    if np.any(np.asarray(attrs["std"]) <= 0):
+        raise ContractError("attribute 'std' is not positive")
+    num_classes = attrs["num_classes"]
+    if not isinstance(num_classes, int | np.integer) or num_classes < 1:
+        raise ContractError(f"attribute 'num_classes' is {num_classes!r}, not a count >= 1")
+    _check_images(handle, encoding)
+    _check_class_names(handle, int(num_classes))
+    _check_labels(handle, int(num_classes))
+
+
+def _dataset(handle: h5py.File, name: str) -> h5py.Dataset:
+    if not isinstance(handle.get(name), h5py.Dataset):
+        raise ContractError(f"dataset '{name}' is missing")
+    return handle[name]
+
+
+def _check_images(handle: h5py.File, encoding: str) -> None:
+    images = _dataset(handle, "images")
+    if encoding == "raw":
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ContractError(
+                f"dataset 'images' is {images.dtype} {images.shape}, not uint8 (N, H, W, 3)"
+            )
+        return
+    if h5py.check_vlen_dtype(images.dtype) != np.uint8 or images.ndim != 1:
+        raise ContractError("dataset 'images' is not one variable-length uint8 row per JPEG")
+
+
+def _check_class_names(handle: h5py.File, num_classes: int) -> None:
+    names = _dataset(handle, "class_names")
+    if names.ndim != 1 or h5py.check_string_dtype(names.dtype) is None:
+        raise ContractError("dataset 'class_names' is not a list of strings")
+    if len(names) != num_classes:
+        raise ContractError(f"{len(names)} class names for num_classes = {num_classes}")
+    try:
+        decoded = [name.decode("utf-8") for name in names[()]]
+    except (UnicodeDecodeError, AttributeError):
+        raise ContractError("dataset 'class_names' is not UTF-8 text") from None
+    if any(not name.strip() for name in decoded) or len(set(decoded)) != len(decoded):
+        raise ContractError("dataset 'class_names' holds an empty or repeated name")
+
+
+def _check_labels(handle: h5py.File, num_classes: int) -> None:
+    labels = _dataset(handle, "labels")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ContractError(f"dataset 'labels' is {labels.dtype} {labels.shape}, not integer (N,)")
+    if labels.shape[0] != handle["images"].shape[0]:
+        raise ContractError(f"{labels.shape[0]} labels for {handle['images'].shape[0]} images")
+    if labels.shape[0]:
+        values = labels[()]
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= num_classes:
+            raise ContractError(f"labels range over {low}..{high}, outside [0, {num_classes})")
 
 
 def read_split_info(path: str | Path) -> SplitInfo:

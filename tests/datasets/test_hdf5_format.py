@@ -140,3 +140,44 @@ def test_jpeg_batches_of_one_image_or_of_equal_lengths_are_stored_exactly(tmp_pa
         stored = [bytes(row) for row in handle["images"][()]]
         assert stored == expected
         assert handle["labels"][()].tolist() == [0, 1, 0, 1, 1, 0]
+
+
+def rewrite(handle, name, data, **options):
+    del handle[name]
+    handle.create_dataset(name, data=data, **options)
+
+
+FORGERIES = {
+    "float images": (lambda f: rewrite(f, "images", np.zeros((4, 2, 2, 3), np.float32)), "images"),
+    "images of rank 3": (lambda f: rewrite(f, "images", np.zeros((4, 2, 6), np.uint8)), "images"),
+    "grey images": (lambda f: rewrite(f, "images", np.zeros((4, 2, 2, 1), np.uint8)), "images"),
+    "fewer labels": (lambda f: rewrite(f, "labels", np.zeros(3, np.int32)), "3 labels for 4"),
+    "label out of range": (lambda f: rewrite(f, "labels", np.array([0, 1, 2, 3], np.int32)),
+                           r"labels range over 0..3, outside \[0, 3\)"),
+    "negative label": (lambda f: rewrite(f, "labels", np.array([0, -1, 2, 1], np.int32)),
+                       "labels range over -1..2"),
+    "float labels": (lambda f: rewrite(f, "labels", np.zeros(4, np.float32)), "'labels'"),
+    "missing mean": (lambda f: f.attrs.__delitem__("mean"), "attribute 'mean' is missing"),
+    "nan std": (lambda f: f.attrs.__setitem__("std", [1.0, np.nan, 1.0]), "'std' is not 3 finite"),
+    "zero std": (lambda f: f.attrs.__setitem__("std", [1.0, 0.0, 1.0]), "'std' is not positive"),
+    "class count": (lambda f: f.attrs.__setitem__("num_classes", 5), "3 class names for num_"),
+    "repeated names": (lambda f: rewrite(f, "class_names", ["a", "a", "b"],
+                                         dtype=h5py.string_dtype("utf-8")), "repeated"),
+    "unknown encoding": (lambda f: f.attrs.__setitem__("encoding", "webp"), "'encoding'"),
+    "numeric source": (lambda f: f.attrs.__setitem__("source", 7), "'source' is not text"),
+    "no labels": (lambda f: f.__delitem__("labels"), "dataset 'labels' is missing"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+def test_a_file_that_breaks_the_contract_is_refused_naming_the_field(tmp_path, forgery):
+    change, message = FORGERIES[forgery]
+    path = write_split_file(
+        tmp_path / "train.h5", np.zeros((4, 2, 2, 3), np.uint8), np.array([0, 1, 2, 0]),
+        ["a", "b", "c"],
+    )  # fmt: skip
+    with h5py.File(path, "a") as handle:
+        change(handle)
+    with pytest.raises(UserError, match=message) as refused:
+        open_split(path)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
