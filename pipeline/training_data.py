@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
-from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.datasets.hdf5_format import check_same_build, read_split_info, split_path
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.io.hdf5_generator import STORAGE_MODES, fits_in_memory
@@ -57,6 +57,7 @@ def open_data(config: ExperimentConfig, distribution):
         val_batch = min(batch_size, read_split_info(val_path).num_samples)
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
+        check_same_build(train_data.info, val_data.info)
     return train_data, val_data
 
 

@@ -12,13 +12,22 @@ import dataclasses
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.datasets.hdf5_format import SplitWriter, split_path, write_mean_json
+from pipeline.datasets.hdf5_format import (
+    COMMITTED,
+    STAGING_DIR,
+    SplitWriter,
+    commit_staged_build,
+    finish_committed_build,
+    split_path,
+    write_mean_json,
+)
 from pipeline.datasets.parallel_decode import (
     WRITE_BATCH,
     PreparedBatch,
@@ -30,7 +39,6 @@ from pipeline.errors import UserError
 
 SPLIT_ORDER = ("train", "val", "test")
 SUMMARY_FILE = "build_summary.json"
-STAGING_DIR = ".building"
 DEFAULT_IMAGE_SIZE = 256
 
 
@@ -162,13 +170,17 @@ def _write_dataset(
 ) -> dict:
     if "train" not in sizes:
         raise ValueError("a data set needs a train split for its statistics")
+    # A build killed while moving its files into place is finished before anything else.
+    finish_committed_build(output_dir)
     output_dir = prepare_output_dir(output_dir, overwrite)
-    # Every file is written into a hidden staging folder and moved into place
-    # only when all splits are complete: a build that dies half way leaves the
-    # previous data set as it was, never a new train.h5 beside an old test.h5.
+    # Every file is written into a hidden staging folder and moved into place only
+    # when all splits are complete: a build that dies half way leaves the previous
+    # data set as it was, and one that dies while moving is finished by the next
+    # reader (COMMITTED), so no reader ever sees a new train.h5 beside an old test.h5.
     staging = output_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    build_id = uuid.uuid4().hex
     try:
         statistics = ImageStatistics()
         results = {}
@@ -176,7 +188,7 @@ def _write_dataset(
             results[split] = _write_split(
                 staging, split, sizes[split], batches(split), statistics,
                 update_statistics=split == "train", image_shape=image_shape, encoding=encoding,
-                class_names=class_names, source=source,
+                class_names=class_names, source=source, build_id=build_id,
             )  # fmt: skip
             if results[split].num_written == 0:
                 raise UserError(f"no usable image in the {split} split of {source}")
@@ -185,23 +197,26 @@ def _write_dataset(
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         _move_into_place(staging, output_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # A committed build stays staged until it is wholly in place.
+        if not (staging / COMMITTED).exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
     """Replace the data set in output_dir by the staged one, dropping splits it no longer has."""
-    for split in SPLIT_ORDER:
-        stale = split_path(output_dir, split)
-        if not split_path(staging, split).exists():
-            stale.unlink(missing_ok=True)
-    for path in staging.iterdir():
-        os.replace(path, output_dir / path.name)
+    files = sorted(path.name for path in staging.iterdir())
+    stale = [
+        split_path("", split).name
+        for split in SPLIT_ORDER
+        if not split_path(staging, split).exists()
+    ]
+    commit_staged_build(output_dir, files, stale)
 
 
 def _write_split(
     output_dir, split, total, batches, statistics, *, update_statistics, image_shape, encoding,
-    class_names, source,
+    class_names, source, build_id,
 ) -> SplitResult:  # fmt: skip
     """Stream one split's batches into its file; the train split also feeds the statistics."""
     result = SplitResult()
@@ -213,6 +228,7 @@ def _write_split(
             split=split,
             source=source,
             encoding=encoding,
+            build_id=build_id,
         ) as writer,
         tqdm(total=total, desc=f"writing {split}", unit="img") as progress,
     ):

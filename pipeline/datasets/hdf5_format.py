@@ -14,9 +14,11 @@ A file is written as `<name>.partial` and renamed when complete, so a reader
 never mistakes a half-written file for a whole one.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -28,6 +30,10 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 ENCODINGS = ("raw", "jpeg")
 PARTIAL_SUFFIX = ".partial"
+# A build is staged in this hidden folder of the dataset directory; COMMITTED in it
+# (the list of its files) says that the staged build is whole and replaces the old one.
+STAGING_DIR = ".building"
+COMMITTED = "COMMITTED"
 # About 1 MiB per chunk: large enough for fast sequential reads, small enough
 # that reading one random sample does not drag in much more than it needs.
 TARGET_CHUNK_BYTES = 1 << 20
@@ -64,6 +70,8 @@ class SplitInfo:
     encoding: str = "raw"
     # 3x3 RGB covariance of the train split, when the builder stored it.
     covariance: tuple[tuple[float, ...], ...] | None = None
+    # The same in every split of one build (None: built before build ids existed).
+    build_id: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -88,6 +96,7 @@ class SplitWriter:
         split: str,
         source: str,
         encoding: str = "raw",
+        build_id: str | None = None,
     ) -> None:
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -138,6 +147,8 @@ class SplitWriter:
         self._file.attrs["split"] = split
         self._file.attrs["source"] = source
         self._file.attrs["encoding"] = encoding
+        if build_id:
+            self._file.attrs["build_id"] = build_id
 
     def add(self, images, labels: np.ndarray) -> None:
         """Append a batch: uint8 RGB images (n, H, W, 3), or n JPEG byte strings; class ids (n,)."""
@@ -218,6 +229,7 @@ class SplitWriter:
         # Written last: a reader accepts only files that carry it.
         self._file.attrs["complete"] = True
         self._file.close()
+        fsync_path(self.partial_path)
         os.replace(self.partial_path, self.path)
         return self.path
 
@@ -235,9 +247,84 @@ class SplitWriter:
             self.abort()
 
 
+def fsync_path(path) -> None:
+    """Flush a file's (or a folder's entries') writes to disk before depending on them."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems cannot sync a folder; renames stay atomic
+    finally:
+        os.close(descriptor)
+
+
+def commit_staged_build(dataset_dir: str | Path, files, stale) -> None:
+    """Mark the staged build whole (COMMITTED lists its files and the old splits it drops),
+    then move it into place. From the mark on, the new build is the data set: a kill
+    during the moves is finished by the next reader or build (finish_committed_build)."""
+    staging = Path(dataset_dir) / STAGING_DIR
+    for name in files:
+        fsync_path(staging / name)
+    marker = staging / COMMITTED
+    partial = marker.with_name(COMMITTED + PARTIAL_SUFFIX)
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump({"files": list(files), "stale": list(stale)}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, marker)
+    fsync_path(staging)
+    finish_committed_build(dataset_dir)
+
+
+def finish_committed_build(dataset_dir: str | Path) -> bool:
+    """Finish moving a committed build into place, if one is staged (each step may have
+    been done already: a kill can stop it anywhere). True when there was one."""
+    dataset_dir = Path(dataset_dir)
+    staging = dataset_dir / STAGING_DIR
+    marker = staging / COMMITTED
+    if not marker.is_file():
+        return False
+    try:
+        plan = json.loads(marker.read_text(encoding="utf-8"))
+        files, stale = list(plan["files"]), list(plan["stale"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{marker} is damaged; rebuild the data set with --overwrite") from None
+    try:
+        for name in stale:
+            (dataset_dir / Path(name).name).unlink(missing_ok=True)
+        for name in files:
+            staged = staging / Path(name).name
+            # Another reader finishing the same build may have moved it already.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(staged, dataset_dir / staged.name)
+        fsync_path(dataset_dir)
+        marker.unlink(missing_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"{dataset_dir} holds a build stopped while it moved into place, which cannot be "
+            f"finished here ({error.strerror}); open it once with write access, or rebuild it"
+        ) from None
+    shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def check_same_build(*infos: "SplitInfo") -> None:
+    """Refuse splits of different builds side by side (train from one, val from another)."""
+    known = [info for info in infos if info is not None and info.build_id]
+    if len({info.build_id for info in known}) > 1:
+        described = ", ".join(f"{info.path.name} {info.build_id[:8]}" for info in known)
+        raise UserError(
+            f"the splits of {known[0].path.parent} come from different builds ({described}); "
+            f"rebuild the data set with --overwrite"
+        )
+
+
 def open_split(path: str | Path) -> h5py.File:
     """Open a split for reading after checking that it is whole and of a known version."""
     path = Path(path)
+    # A build killed while moving its files into place is finished first: the reader
+    # sees the new data set whole, never half old and half new.
+    finish_committed_build(path.parent)
     if not path.is_file():
         hint = ""
         if path.with_name(path.name + PARTIAL_SUFFIX).exists():
@@ -367,6 +454,7 @@ def read_split_info(path: str | Path) -> SplitInfo:
             source=str(handle.attrs["source"]),
             encoding=encoding,
             covariance=_as_nested_tuple(handle.attrs.get("covariance")),
+            build_id=str(handle.attrs["build_id"]) if "build_id" in handle.attrs else None,
         )
 
 
