@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipeline.datasets.hdf5_format import (
     commit_staged_build,
     finish_committed_build,
     split_path,
+    stamp_build_id,
     write_mean_json,
 )
 from pipeline.datasets.parallel_decode import (
@@ -180,7 +180,6 @@ def _write_dataset(
     staging = output_dir / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    build_id = uuid.uuid4().hex
     try:
         statistics = ImageStatistics()
         results = {}
@@ -188,7 +187,7 @@ def _write_dataset(
             results[split] = _write_split(
                 staging, split, sizes[split], batches(split), statistics,
                 update_statistics=split == "train", image_shape=image_shape, encoding=encoding,
-                class_names=class_names, source=source, build_id=build_id,
+                class_names=class_names, source=source,
             )  # fmt: skip
             if results[split].num_written == 0:
                 raise UserError(f"no usable image in the {split} split of {source}")
@@ -205,6 +204,8 @@ def _write_dataset(
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
     """Replace the data set in output_dir by the staged one, dropping splits it no longer has."""
+    stamp_build_id([split_path(staging, split) for split in SPLIT_ORDER
+                    if split_path(staging, split).exists()])  # fmt: skip
     files = sorted(path.name for path in staging.iterdir())
     stale = [
         split_path("", split).name
@@ -216,7 +217,7 @@ def _move_into_place(staging: Path, output_dir: Path) -> None:
 
 def _write_split(
     output_dir, split, total, batches, statistics, *, update_statistics, image_shape, encoding,
-    class_names, source, build_id,
+    class_names, source,
 ) -> SplitResult:  # fmt: skip
     """Stream one split's batches into its file; the train split also feeds the statistics."""
     result = SplitResult()
@@ -228,7 +229,6 @@ def _write_split(
             split=split,
             source=source,
             encoding=encoding,
-            build_id=build_id,
         ) as writer,
         tqdm(total=total, desc=f"writing {split}", unit="img") as progress,
     ):

@@ -16,6 +16,7 @@ never mistakes a half-written file for a whole one.
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -96,7 +97,6 @@ class SplitWriter:
         split: str,
         source: str,
         encoding: str = "raw",
-        build_id: str | None = None,
     ) -> None:
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
@@ -147,8 +147,6 @@ class SplitWriter:
         self._file.attrs["split"] = split
         self._file.attrs["source"] = source
         self._file.attrs["encoding"] = encoding
-        if build_id:
-            self._file.attrs["build_id"] = build_id
 
     def add(self, images, labels: np.ndarray) -> None:
         """Append a batch: uint8 RGB images (n, H, W, 3), or n JPEG byte strings; class ids (n,)."""
@@ -256,6 +254,29 @@ def fsync_path(path) -> None:
         pass  # some file systems cannot sync a folder; renames stay atomic
     finally:
         os.close(descriptor)
+
+
+def stamp_build_id(split_files) -> str:
+    """Give every split of one build the same `build_id`: a digest of their labels, shapes,
+    statistics and first and last image chunks. It is a function of the content, so that
+    rebuilding with the same inputs gives the same bytes, and builds that differ differ."""
+    digest = hashlib.sha256()
+    for path in split_files:
+        with h5py.File(path, "r") as handle:
+            images, labels = handle["images"], handle["labels"]
+            digest.update(f"{Path(path).name} {images.shape} {images.dtype}".encode())
+            digest.update(labels[()].tobytes())
+            for name in ("mean", "std"):
+                digest.update(np.asarray(handle.attrs[name], np.float64).tobytes())
+            rows = images.chunks[0] if images.chunks else 1
+            for part in (images[:rows], images[-rows:]):
+                for item in part if images.dtype == object else [part]:
+                    digest.update(np.ascontiguousarray(item).tobytes())
+    build_id = digest.hexdigest()[:32]
+    for path in split_files:
+        with h5py.File(path, "a") as handle:
+            handle.attrs["build_id"] = build_id
+    return build_id
 
 
 def commit_staged_build(dataset_dir: str | Path, files, stale) -> None:
