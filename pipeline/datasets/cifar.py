@@ -6,16 +6,18 @@ holding that one. The files are Python 2 pickles of dicts with bytes keys whose
 `data` rows are channel-planar (1024 R, 1024 G, then 1024 B values, each plane a
 row-major 32x32 image); they become (N, 32, 32, 3) RGB images.
 
-Two safety rules, because a download is untrusted input:
-- pickles are loaded by an unpickler that refuses every global except the few
-  NumPy needs to rebuild an array, so a tampered file cannot run code;
+Safety rules, because a download is untrusted input:
+- pickles are loaded by an unpickler (safe_pickle) that accepts plain data and
+  numeric NumPy arrays only, checked before anything is allocated, so a
+  tampered file can neither run code nor forge an array of object pointers;
+- sizes are bounded (MAX_MEMBER_BYTES, MAX_TOTAL_BYTES, MAX_ARCHIVE_MEMBERS)
+  from the tar headers and the files' sizes, before anything is unpacked;
 - an archive is never extracted: its members are read in memory, found by
   their folder and file name, so a member named `../x` or `/x` writes nothing.
 """
 
 import dataclasses
-import importlib
-import pickle
+import os
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -23,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from pipeline.datasets import safe_pickle
 from pipeline.datasets.builder import write_in_memory_dataset
 from pipeline.errors import UserError
 
@@ -80,42 +83,15 @@ LAYOUTS = {
 
 
 # ---------------------------------------------------------------------------
-# Restricted unpickling
+# Limits: a download is untrusted, and a small archive can unpack to any size
 # ---------------------------------------------------------------------------
 
-
-def _numpy_core_module(name: str):
-    """numpy._core.<name> (NumPy 2, and the forward shim of 1.26) or numpy.core.<name>."""
-    try:
-        return importlib.import_module(f"numpy._core.{name}")
-    except ImportError:
-        return importlib.import_module(f"numpy.core.{name}")
-
-
-def _encode_latin1(text, encoding="latin1") -> bytes:
-    """Stand-in for `_codecs.encode`, which Python 3 pickles (protocol <= 2) call to rebuild
-    bytes as `encode(text, 'latin1')`; any other use of it is refused."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-_MULTIARRAY = _numpy_core_module("multiarray")
-_NUMERIC = _numpy_core_module("numeric")
-# Everything a CIFAR pickle may name. The official files (Python 2, NumPy 1) use
-# numpy.core.multiarray._reconstruct, numpy.ndarray and numpy.dtype; re-pickled
-# files may use the NumPy 2 names, _frombuffer (protocol 5) or _codecs.encode
-# (Python 3, protocol <= 2). Old names resolve to the current objects so that
-# NumPy's deprecated numpy.core shim is never imported.
-ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _MULTIARRAY._reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _NUMERIC._frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _encode_latin1,
-}
+# The largest official file is CIFAR-100's train pickle, 155 MB.
+MAX_MEMBER_BYTES = 256 << 20
+# The whole download unpacked: CIFAR-10 is 178 MB, CIFAR-100 184 MB.
+MAX_TOTAL_BYTES = 512 << 20
+# The official archives hold 8 (CIFAR-10) and 5 (CIFAR-100) members.
+MAX_ARCHIVE_MEMBERS = 10_000
 
 
 def _one_line(text) -> str:
@@ -123,42 +99,15 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only plain data and NumPy arrays; any other global is a UserError."""
-
-    def __init__(self, stream, location: str) -> None:
-        # The files are Python 2 pickles: keep their byte strings as bytes.
-        super().__init__(stream, encoding="bytes")
-        self.location = location
-
-    def find_class(self, module: str, name: str):
-        allowed = ALLOWED_GLOBALS.get((module, name))
-        if allowed is None:
-            refused = _one_line(f"{module}.{name}")
-            raise UserError(
-                f"{self.location}: refused to unpickle global {refused!r}; a CIFAR file holds "
-                f"only NumPy arrays, lists and bytes, so this is not an official CIFAR file"
-            )
-        return allowed
-
-
-def load_cifar_pickle(stream, location: str):
-    """Unpickle one CIFAR file from a binary stream; `location` names it in errors."""
-    try:
-        return RestrictedUnpickler(stream, location).load()
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        OverflowError,
-    ) as error:
+def load_cifar_pickle(stream, location: str, size: int):
+    """Unpickle one CIFAR file of `size` bytes from a binary stream (safe_pickle: plain
+    data and numeric arrays only); `location` names it in errors."""
+    if size > MAX_MEMBER_BYTES:
         raise UserError(
-            f"{location} is not a readable CIFAR pickle ({_one_line(error)}); download it again"
-        ) from None
+            f"{location} holds {size} bytes, over the {MAX_MEMBER_BYTES} an official CIFAR "
+            f"file stays under (cifar.MAX_MEMBER_BYTES); this is not an official CIFAR file"
+        )
+    return safe_pickle.load(stream, size=size, max_bytes=MAX_MEMBER_BYTES, location=location)
 
 
 # ---------------------------------------------------------------------------
@@ -194,13 +143,24 @@ def read_folder(source_path: Path, layout: CifarLayout) -> dict[str, PickledFile
     if missing:
         raise UserError(f"missing {', '.join(missing)}; expected {layout.describe()}")
     files = {}
+    _check_total({name: path.stat().st_size for name, path in paths.items()}, source_path)
     for name, path in paths.items():
         try:
             with path.open("rb") as stream:
-                files[name] = PickledFile(str(path), load_cifar_pickle(stream, str(path)))
+                size = os.fstat(stream.fileno()).st_size
+                files[name] = PickledFile(str(path), load_cifar_pickle(stream, str(path), size))
         except OSError as error:
             raise UserError(f"cannot read {path}: {_one_line(error)}") from None
     return files
+
+
+def _check_total(sizes: dict[str, int], source_path: Path) -> None:
+    total = sum(sizes.values())
+    if total > MAX_TOTAL_BYTES:
+        raise UserError(
+            f"{source_path} holds {total} bytes of CIFAR files, over the {MAX_TOTAL_BYTES} "
+            f"of the official download (cifar.MAX_TOTAL_BYTES); this is not an official download"
+        )
 
 
 def find_archive_members(
@@ -214,7 +174,12 @@ def find_archive_members(
     """
     wanted = set(layout.file_names)
     members = {}
-    for member in archive.getmembers():
+    for count, member in enumerate(archive, start=1):
+        if count > MAX_ARCHIVE_MEMBERS:
+            raise UserError(
+                f"{archive.name} has over {MAX_ARCHIVE_MEMBERS} members; the official CIFAR "
+                f"archives have fewer than 10"
+            )
         parts = PurePosixPath(member.name).parts
         if (
             member.isfile()
@@ -238,13 +203,16 @@ def read_archive(archive_path: Path, layout: CifarLayout) -> dict[str, PickledFi
             ]
             if missing:
                 raise UserError(f"missing {', '.join(missing)}; expected {layout.describe()}")
+            # Sizes from the headers, checked before anything is unpacked.
+            _check_total({name: member.size for name, member in members.items()}, archive_path)
             # In archive order: a compressed archive can only seek forward cheaply.
             ordered = sorted(members.items(), key=lambda item: item[1].offset_data)
             files = {}
             for name, member in ordered:
                 location = f"{archive_path}:{member.name}"
                 with archive.extractfile(member) as stream:
-                    files[name] = PickledFile(location, load_cifar_pickle(stream, location))
+                    contents = load_cifar_pickle(stream, location, member.size)
+                files[name] = PickledFile(location, contents)
             return files
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise UserError(
@@ -283,11 +251,28 @@ def planar_rows_to_rgb(data, location: str) -> np.ndarray:
 
 
 def decode_class_names(pickled: PickledFile, names_key: bytes) -> list[str]:
-    """The class names (stored as Python 2 byte strings) as text."""
+    """The class names (stored as Python 2 byte strings) as text: distinct, non-empty,
+    printable UTF-8 (a name ends up in file names, reports and terminals)."""
     names = get_entry(pickled, names_key)
+    key = names_key.decode()
     if not isinstance(names, list | tuple) or not names:
-        raise UserError(f"{pickled.location}: {names_key.decode()!r} is not a list of names")
-    return [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names]
+        raise UserError(f"{pickled.location}: {key!r} is not a list of names")
+    decoded = []
+    for index, name in enumerate(names):
+        try:
+            text = name.decode("utf-8") if isinstance(name, bytes) else name
+        except UnicodeDecodeError:
+            text = None
+        if not isinstance(text, str) or not text.strip() or not text.isprintable():
+            raise UserError(
+                f"{pickled.location}: {key!r} entry {index} ({_one_line(repr(name))[:60]}) is "
+                f"not a printable UTF-8 name"
+            )
+        decoded.append(text)
+    if len(set(decoded)) != len(decoded):
+        repeated = sorted({name for name in decoded if decoded.count(name) > 1})
+        raise UserError(f"{pickled.location}: {key!r} repeats {', '.join(repeated)[:80]}")
+    return decoded
 
 
 def read_batch(
