@@ -7,6 +7,7 @@ from PIL import Image
 
 from pipeline.datasets.images import (
     EMPTY_FILE,
+    TOO_LARGE,
     UNDECODABLE,
     BadImage,
     center_crop,
@@ -162,4 +163,4 @@ def test_a_header_declaring_too_many_pixels_is_a_bad_image_not_a_crash():
     png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
     with pytest.raises(BadImage) as raised:
         decode_image(bytes(png))
-    assert raised.value.reason == UNDECODABLE
+    assert raised.value.reason == TOO_LARGE
