@@ -33,10 +33,20 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def describe_os_error(error: OSError) -> str:
+    """An operating-system error in one line: its message and the path it concerns."""
+    message = " ".join(str(error.strerror or error).split()) or type(error).__name__
+    where = error.filename
+    if where is None:
+        return message
+    also = f" -> {error.filename2}" if error.filename2 else ""
+    return f"{message}: {where}{also}"
+
+
 def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], int]:
-    """Wrap a script's main: a UserError prints 'error: ...' and exits with code 2; ctrl+c
-    prints one line and exits with 130 (whatever was being written was cleaned up by the
-    code that writes it)."""
+    """Wrap a script's main: a UserError or an operating-system error (no space, read-only,
+    permission) prints 'error: ...' and exits with code 2; ctrl+c prints one line and
+    exits with 130 (whatever was being written was cleaned up by the code that writes it)."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
@@ -44,6 +54,11 @@ def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] |
             code = main(argv)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
+            return USER_ERROR_EXIT_CODE
+        except OSError as error:
+            # Disk full, read-only folder, permission, file too large: what the system
+            # said, and where; the writers have removed their temporary files.
+            print(f"error: {describe_os_error(error)}", file=sys.stderr)
             return USER_ERROR_EXIT_CODE
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

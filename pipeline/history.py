@@ -11,7 +11,14 @@ from pathlib import Path
 
 import matplotlib
 
-from pipeline.run_dir import CSV_FILE, HISTORY_FILE, PLOT_FILE, read_json, write_json_atomically
+from pipeline.run_dir import (
+    CSV_FILE,
+    HISTORY_FILE,
+    PLOT_FILE,
+    read_json,
+    removed_on_error,
+    write_json_atomically,
+)
 
 matplotlib.use("Agg")  # files only: training runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,8 +53,9 @@ def write_csv(history: dict[str, list], path: Path) -> None:
     rows = zip(*(history[key] for key in keys), strict=True)
     text = ",".join(keys) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    with removed_on_error(temporary, path):
+        temporary.write_text(text)
+        os.replace(temporary, path)
 
 
 def plot_series(history: dict[str, list], rate_changes=()) -> dict[str, tuple[list, list]]:
@@ -102,5 +110,8 @@ def plot_history(history: dict[str, list], path: Path, rate_changes=()) -> None:
     axes[-1].xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(f"Training history (epoch {epochs[-1] if epochs else 0})")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    temporary = path.with_name(f".{path.name}.partial")
+    with removed_on_error(temporary, path):
+        figure.savefig(temporary, dpi=100, format="png")
+        os.replace(temporary, path)
     plt.close(figure)

@@ -97,12 +97,30 @@ def write_json_atomically(path: Path, content) -> None:
     leaves the old file or the new one, never an empty or half-written one."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(content, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with removed_on_error(temporary, path):
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(content, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
     fsync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def removed_on_error(temporary: Path, target=None):
+    """Delete a temporary file when writing it fails (no space, file too large): a failed
+    write leaves the previous file and nothing half-written. An error that names no file
+    (zipfile's, h5py's) is given the name of the file being written (`target`)."""
+    try:
+        yield temporary
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None and target is not None:
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+        raise
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def fsync_file(path) -> None:
@@ -132,9 +150,10 @@ def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> P
     path = Path(path)
     # Keras insists on the .keras extension, so the temporary name keeps it.
     temporary = path.with_name(f".{path.stem}.partial.keras")
-    model.save(temporary)
-    fsync_file(temporary)
-    os.replace(temporary, path)
+    with removed_on_error(temporary, path):
+        model.save(temporary)
+        fsync_file(temporary)
+        os.replace(temporary, path)
     state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
     write_json_atomically(state_path(path), state)
     return path

@@ -232,9 +232,11 @@ class SplitWriter:
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file."""
+        """Close and delete the partial file. Closing a file whose writes failed (no
+        space, file too large) fails again; the file is deleted all the same."""
         if self._file.id.valid:
-            self._file.close()
+            with contextlib.suppress(OSError, RuntimeError):
+                self._file.close()
         self.partial_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "SplitWriter":
