@@ -69,7 +69,10 @@ def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Mode
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file.
-        raise UserError(f"cannot load model {path}: {type(error).__name__}: {error}") from None
+        # Keras' messages run over many lines (a whole config at times): the first 300
+        # characters, on one line.
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(f"cannot load model {path}: {type(error).__name__}: {reason}") from None
     model.jit_compile = resolve_jit_compile(jit_compile)
     return model
 
