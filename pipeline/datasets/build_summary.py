@@ -1,5 +1,7 @@
 """The end-of-build report printed by build_dataset.py (the same facts as build_summary.json)."""
 
+from pipeline.datasets.image_folders import printable
+
 # Skipped files listed by name per reason; the JSON summary lists them all.
 LISTED_PER_REASON = 5
 
@@ -16,7 +18,7 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  train RGB mean ({mean}), std ({std})")
     for reason, paths in summary["skipped"].items():
         lines.append(f"  skipped {len(paths)} file(s), {reason}:")
-        lines.extend(f"    {path}" for path in paths[:LISTED_PER_REASON])
+        lines.extend(f"    {printable(path)}" for path in paths[:LISTED_PER_REASON])
         if len(paths) > LISTED_PER_REASON:
             lines.append(f"    ... and {len(paths) - LISTED_PER_REASON} more")
     lines.append(f"  summary: {summary['dataset_dir']}/build_summary.json")

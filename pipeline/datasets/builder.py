@@ -123,6 +123,7 @@ def write_file_dataset(
     workers: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    listing_skips=(),
 ) -> dict:
     """Decode image files on `workers` processes (default: all cores) and write the splits.
 
@@ -130,7 +131,8 @@ def write_file_dataset(
     JPEG-encoded ones keep the original JPEG bytes (or re-encode other formats,
     and resized images when `image_size` is set). Each split is stored in a
     seeded random order, so that a loader reading contiguous blocks still sees
-    mixed classes. Unusable files are skipped and reported.
+    mixed classes. Unusable files are skipped and reported, with `listing_skips`,
+    (path, reason) of files left out when the source was listed.
     """
     if image_size is not None and image_size < 1:
         raise UserError(f"the image size must be at least 1 pixel, got {image_size}")
@@ -154,6 +156,7 @@ def write_file_dataset(
             class_names=class_names,
             source=source,
             overwrite=overwrite,
+            listing_skips=listing_skips,
         )
 
 
@@ -167,6 +170,7 @@ def _write_dataset(
     class_names,
     source: str,
     overwrite: bool,
+    listing_skips=(),
 ) -> dict:
     if "train" not in sizes:
         raise ValueError("a data set needs a train split for its statistics")
@@ -191,6 +195,8 @@ def _write_dataset(
             )  # fmt: skip
             if results[split].num_written == 0:
                 raise UserError(f"no usable image in the {split} split of {source}")
+        # Files left out when listing the source count as skipped from the train split.
+        results["train"].skipped.extend(listing_skips)
         write_mean_json(staging, statistics.mean)
         summary = _summary(output_dir, source, class_names, statistics, results)
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

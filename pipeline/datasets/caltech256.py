@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
-from pipeline.datasets.image_folders import class_folders, files_under, require
+from pipeline.datasets.image_folders import class_folders, files_under, printable, require
 from pipeline.datasets.splitting import carve_splits
 from pipeline.errors import UserError
 
@@ -68,19 +68,21 @@ def build(
         raise UserError("pass --source with the 256_ObjectCategories folder")
     root = find_root(source)
     classes = list_classes(root, include_clutter)
+    skipped = []
     records = [
         ImageRecord(path, label)
         for label, (_name, folder) in enumerate(classes)
-        for path in files_under(folder, recursive=False)
+        for path in files_under(folder, recursive=False, root=root, skipped=skipped)
     ]
     return write_file_dataset(
         output_dir,
         carve_splits(records, val_fraction, test_fraction, seed),
         class_names=[name for name, _folder in classes],
-        source=f"caltech256:{root}",
+        source=f"caltech256:{printable(root)}",
         image_size=default_image_size(image_size, encoding),
         encoding=encoding,
         workers=workers,
         seed=seed,
         overwrite=overwrite,
+        listing_skips=skipped,
     )

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
-from pipeline.datasets.image_folders import class_folders, files_under, require
+from pipeline.datasets.image_folders import class_folders, files_under, printable, require
 from pipeline.datasets.splitting import carve_splits
 from pipeline.errors import UserError
 
@@ -21,15 +21,19 @@ LABELS_FORMAT = (
 )
 
 
-def tree_records(root: Path, label_of: dict[str, int]) -> list[ImageRecord]:
-    """Every file of every class folder of `root`; a folder naming no known class is an error."""
+def tree_records(root: Path, label_of: dict[str, int], skipped=None) -> list[ImageRecord]:
+    """Every file of every class folder of `root`; a folder naming no known class, or
+    holding no file, is an error. Links leaving `root` go to `skipped`."""
     records = []
     for folder in class_folders(root):
         if folder.name not in label_of:
             raise UserError(
                 f"{folder} names no class of the train tree; known classes are its folders"
             )
-        records.extend(ImageRecord(path, label_of[folder.name]) for path in files_under(folder))
+        files = files_under(folder, root=root, skipped=skipped)
+        if not files:
+            raise UserError(f"class folder {printable(folder)} holds no file (layout: {LAYOUT})")
+        records.extend(ImageRecord(path, label_of[folder.name]) for path in files)
     return records
 
 
@@ -55,11 +59,15 @@ def read_label_file(path: Path) -> dict[str, str]:
     return mapping
 
 
-def labelled_folder_records(folder: Path, labels_file: Path, label_of) -> list[ImageRecord]:
+def labelled_folder_records(
+    folder: Path, labels_file: Path, label_of, skipped=None
+) -> list[ImageRecord]:
     """Images of a flat folder, labelled through a label file (by file name or stem)."""
     class_of = read_label_file(labels_file)
     records = []
-    for path in files_under(require(folder, "a folder of validation images")):
+    for path in files_under(
+        require(folder, "a folder of validation images"), root=folder, skipped=skipped
+    ):
         name = os.path.basename(path)
         class_name = class_of.get(name, class_of.get(os.path.splitext(name)[0]))
         if class_name is None:
@@ -96,14 +104,17 @@ def build(
     if not class_names:
         raise UserError(f"{root} has no class sub-folders (layout: {LAYOUT})")
     label_of = {name: label for label, name in enumerate(class_names)}
-    train = tree_records(root, label_of)
+    skipped = []
+    train = tree_records(root, label_of, skipped)
     if val_source is not None and val_fraction:
         raise UserError("give either a validation folder or a validation fraction, not both")
     records = carve_splits(train, val_fraction, test_fraction, seed)
     if val_labels is not None:
         if val_source is None:
             raise UserError("--val-labels needs --val-source, the folder of validation images")
-        records["val"] = labelled_folder_records(Path(val_source), Path(val_labels), label_of)
+        records["val"] = labelled_folder_records(
+            Path(val_source), Path(val_labels), label_of, skipped
+        )
     elif val_source is not None:
         val_root = require(Path(val_source), LAYOUT)
         if not class_folders(val_root):
@@ -111,15 +122,16 @@ def build(
                 f"{val_root} has no class sub-folders; for a flat folder of images also pass "
                 f"--val-labels FILE ({LABELS_FORMAT})"
             )
-        records["val"] = tree_records(val_root, label_of)
+        records["val"] = tree_records(val_root, label_of, skipped)
     return write_file_dataset(
         output_dir,
         records,
         class_names=class_names,
-        source=f"folder:{root}",
+        source=f"folder:{printable(root)}",
         image_size=default_image_size(image_size, encoding),
         encoding=encoding,
         workers=workers,
         seed=seed,
         overwrite=overwrite,
+        listing_skips=skipped,
     )

@@ -145,7 +145,8 @@ class SplitWriter:
         self._file.attrs["format_version"] = FORMAT_VERSION
         self._file.attrs["num_classes"] = self.num_classes
         self._file.attrs["split"] = split
-        self._file.attrs["source"] = source
+        # A source path with non-UTF-8 bytes is kept, its bad bytes as escapes.
+        self._file.attrs["source"] = source.encode("utf-8", "backslashreplace").decode("utf-8")
         self._file.attrs["encoding"] = encoding
 
     def add(self, images, labels: np.ndarray) -> None:

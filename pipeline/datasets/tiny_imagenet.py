@@ -6,6 +6,7 @@ no labels, so the test split is carved from train: 50 images per class,
 stratified, with a fixed seed (the reference protocol).
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,12 @@ def read_class_names(root: Path, wnids: list[str]) -> list[str]:
     ]
 
 
-def train_records(root: Path, wnids: list[str]) -> list[ImageRecord]:
+def train_records(root: Path, wnids: list[str], skipped=None) -> list[ImageRecord]:
     records = []
     for label, wnid in enumerate(wnids):
         folder = require(root / "train" / wnid / "images", LAYOUT)
-        records.extend(ImageRecord(path, label) for path in files_under(folder))
+        files = files_under(folder, root=root, skipped=skipped)
+        records.extend(ImageRecord(path, label) for path in files)
     return records
 
 
@@ -71,7 +73,13 @@ def val_records(root: Path, wnids: list[str]) -> list[ImageRecord]:
                 f"{annotations} line {number}: expected 'file<TAB>wnid<TAB>box' with a wnid "
                 f"from wnids.txt, got {line!r}"
             )
-        records.append(ImageRecord(str(root / "val" / "images" / fields[0]), label_of[fields[1]]))
+        name = fields[0]
+        # A file name, never a path: an annotation must not reach outside the source.
+        if not name or os.path.basename(name) != name or name in (".", ".."):
+            raise UserError(
+                f"{annotations} line {number}: {name!r} is not a file name of val/images"
+            )
+        records.append(ImageRecord(str(root / "val" / "images" / name), label_of[fields[1]]))
     return records
 
 
@@ -91,7 +99,8 @@ def build(
     root = find_root(source)
     wnids = read_wnids(root)
     class_names = read_class_names(root, wnids)
-    train = train_records(root, wnids)
+    skipped = []
+    train = train_records(root, wnids, skipped)
     rng = np.random.default_rng(seed)
     test_indices, train_indices = carve_per_class(
         [record.label for record in train], lambda _size: test_per_class, rng, "test"
@@ -110,4 +119,5 @@ def build(
         workers=workers,
         seed=seed,
         overwrite=overwrite,
+        listing_skips=skipped,
     )
