@@ -3,6 +3,7 @@ images are skipped and reported, within bounded memory and time, never decoded o
 
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -39,6 +40,9 @@ def test_an_image_declaring_too_many_pixels_is_refused_from_its_header():
 
 
 def test_fifos_devices_and_oversized_files_are_not_read(tmp_path, monkeypatch):
+    # A read that waits on the FIFO would hang: the alarm turns that into a failure.
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading a FIFO waited"))
+    signal.alarm(20)
     fifo = tmp_path / "fifo.jpg"
     os.mkfifo(fifo)
     zero = tmp_path / "zero.jpg"
@@ -53,6 +57,7 @@ def test_fifos_devices_and_oversized_files_are_not_read(tmp_path, monkeypatch):
     with pytest.raises(images.BadImage) as refused:
         images.read_image_file(big)
     assert refused.value.reason == images.TOO_LARGE
+    signal.alarm(0)
 
 
 HOSTILE_BUILD = """
