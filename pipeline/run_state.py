@@ -230,6 +230,36 @@ def check_epochs(start: StartPoint, epochs: int, run_dir: Path, script: str) -> 
     raise UserError(f"{message}; add --epochs N with N > {start.epoch}")
 
 
+def check_workers_agree(start: StartPoint, distribution, batch_size: int, run_dir=None) -> None:
+    """Workers resume on their own copies of the run: all must start from one position,
+    and a mid-epoch position needs the worker count and batch size that split that
+    epoch. The collective comparison comes first, so that all workers raise together."""
+    epochs = list_checkpoints(run_dir) if run_dir else {}
+    earlier = [epoch for epoch in epochs if epoch <= start.epoch]
+    instead = (
+        f"or go back to the last epoch checkpoint before it with --start_epoch {earlier[-1]}"
+        if earlier
+        else "or start over with --overwrite"
+    )
+    position = (start.epoch, start.batch, start.workers, start.batch_size or batch_size)
+    if not distribution.same_on_every_process(position):
+        raise UserError(
+            f"the workers start from different points (this one: epoch {start.epoch}, "
+            f"batch {start.batch}, from {start.checkpoint}); resume every worker alike"
+        )
+    if start.batch and start.workers != distribution.process_count:
+        raise UserError(
+            f"{start.checkpoint} stopped mid-epoch with {start.workers} worker(s), this run "
+            f"has {distribution.process_count}: resume with as many, {instead}"
+        )
+    if start.batch and start.batch_size != batch_size:
+        raise UserError(
+            f"{start.checkpoint} stopped after batch {start.batch} of batch size "
+            f"{start.batch_size}, not {batch_size}: resume mid-epoch with --set "
+            f"training.batch_size={start.batch_size}, {instead}"
+        )
+
+
 def recorded_training(run_dir: Path, start: StartPoint) -> dict | None:
     """The training section the run was doing when it reached the start point: the run
     directory's config.json for its own checkpoints, the checkpoint's state otherwise."""

@@ -31,7 +31,6 @@ from pipeline.run_dir import (
     CONFIG_FILE,
     append_log,
     latest_checkpoint,
-    list_checkpoints,
     read_json,
     run_lock,
     write_run_info,
@@ -41,6 +40,7 @@ from pipeline.run_state import (
     StartRequest,
     apply_start,
     check_epochs,
+    check_workers_agree,
     config_differences,
     config_for_start,
     describe_start,
@@ -93,7 +93,7 @@ def train(
         training = config.training
         check_epochs(start, training.epochs, run_dir, script)
         distribution = setup_distribution(training.distribute)
-        _check_workers_agree(start, distribution, training.batch_size, run_dir)
+        check_workers_agree(start, distribution, training.batch_size, run_dir)
         set_precision(training.precision)
         seed_everything(training.seed, training.deterministic)
         train_data, val_data = open_data(config, distribution)
@@ -105,36 +105,6 @@ def train(
         )  # fmt: skip
         _record_start(setup, notes)
         return _fit(setup)
-
-
-def _check_workers_agree(start: StartPoint, distribution, batch_size: int, run_dir=None) -> None:
-    """Workers resume on their own copies of the run: all must start from one position,
-    and a mid-epoch position needs the worker count and batch size that split that
-    epoch. The collective comparison comes first, so that all workers raise together."""
-    epochs = list_checkpoints(run_dir) if run_dir else {}
-    earlier = [epoch for epoch in epochs if epoch <= start.epoch]
-    instead = (
-        f"or go back to the last epoch checkpoint before it with --start_epoch {earlier[-1]}"
-        if earlier
-        else "or start over with --overwrite"
-    )
-    position = (start.epoch, start.batch, start.workers, start.batch_size or batch_size)
-    if not distribution.same_on_every_process(position):
-        raise UserError(
-            f"the workers start from different points (this one: epoch {start.epoch}, "
-            f"batch {start.batch}, from {start.checkpoint}); resume every worker alike"
-        )
-    if start.batch and start.workers != distribution.process_count:
-        raise UserError(
-            f"{start.checkpoint} stopped mid-epoch with {start.workers} worker(s), this run "
-            f"has {distribution.process_count}: resume with as many, {instead}"
-        )
-    if start.batch and start.batch_size != batch_size:
-        raise UserError(
-            f"{start.checkpoint} stopped after batch {start.batch} of batch size "
-            f"{start.batch_size}, not {batch_size}: resume mid-epoch with --set "
-            f"training.batch_size={start.batch_size}, {instead}"
-        )
 
 
 def build_optimizer(training) -> keras.optimizers.Optimizer:
@@ -168,8 +138,7 @@ def _record_start(setup: FitSetup, notes) -> None:
     """Make the run directory match the start, rewrite config.json (what the run does
     now) and say in train.log what changed."""
     run_dir, start, config = setup.run_dir, setup.start, setup.config
-    config_file = run_dir / CONFIG_FILE
-    previous = read_json(config_file) if config_file.is_file() and not start.clear else None
+    previous = _previous_config(run_dir / CONFIG_FILE) if not start.clear else None
     abandoned = apply_start(run_dir, start)
     data_files = [setup.train_data.db_path] + ([setup.val_data.db_path] if setup.val_data else [])
     write_run_info(run_dir, config.to_dict(), data_files)
@@ -197,6 +166,14 @@ def _record_start(setup: FitSetup, notes) -> None:
         )
     for note in notes:
         _log(run_dir, f"note: {note}")
+
+
+def _previous_config(config_file: Path) -> dict | None:
+    """The config.json this start replaces (None: none, or a damaged one, rewritten now)."""
+    try:
+        return read_json(config_file) if config_file.is_file() else None
+    except UserError:
+        return None
 
 
 def _without_changes(config) -> dict:

@@ -375,7 +375,7 @@ def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
 
 def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
     from pipeline.errors import UserError
-    from pipeline.training import StartPoint, _check_workers_agree
+    from pipeline.run_state import StartPoint, check_workers_agree
 
     compared = []
 
@@ -386,18 +386,18 @@ def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
     start = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, batch_size=64, workers=4)
     distribution = two_worker_distribution(0, same_on_every_process=agreeing)
     with pytest.raises(UserError, match="mid-epoch with 4 worker.*this run has 2"):
-        _check_workers_agree(start, distribution, batch_size=64)
+        check_workers_agree(start, distribution, batch_size=64)
     # The collective comparison comes first, so every worker raises, or none does.
     assert compared == [(3, 5, 4, 64)]
     two = StartPoint(tmp_path / "interrupt.keras", epoch=3, batch=5, batch_size=32, workers=2)
     with pytest.raises(UserError, match="batch size 32, not 64"):
-        _check_workers_agree(two, distribution, batch_size=64)
-    _check_workers_agree(
+        check_workers_agree(two, distribution, batch_size=64)
+    check_workers_agree(
         StartPoint(tmp_path / "epoch_0003.keras", 3, 0, workers=4), distribution, 64
     )
     disagreeing = two_worker_distribution(0, same_on_every_process=lambda values: False)
     with pytest.raises(UserError, match="start from different points"):
-        _check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0), disagreeing, 64)
+        check_workers_agree(StartPoint(tmp_path / "epoch_0003.keras", 3, 0), disagreeing, 64)
 
 
 def test_workers_with_different_storage_settings_are_refused(digits_dir):
