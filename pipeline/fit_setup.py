@@ -41,6 +41,7 @@ class RunCallbacks:
     """The callback list, and the three callbacks the training loop reads after a fit."""
 
     all: list
+    loader_sync: LoaderEpochSync
     checkpoint: EpochCheckpoint
     monitor: TrainingMonitor
     interrupt: InterruptCheckpoint
@@ -88,8 +89,9 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
     interrupt = InterruptCheckpoint(
         setup.run_dir, data, state=state, agree=setup.distribution.any_process
     )
+    loader_sync = LoaderEpochSync(data)
     callbacks = [
-        LoaderEpochSync(data),  # first: the others read the generator's position
+        loader_sync,  # first: the others read the generator's position
         RunProgress(training.epochs, data),
         LearningRateControl(lambda epoch, batch: rate_at(training, epoch, batch, batches), data),
     ]
@@ -99,7 +101,7 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
     callbacks += [keras.callbacks.TerminateOnNaN(), checkpoint, monitor]
     callbacks += [*_optional_callbacks(training, setup.run_dir), *setup.extra_callbacks]
     callbacks.append(interrupt)  # last: on an epoch boundary the others record the epoch first
-    return RunCallbacks(callbacks, checkpoint, monitor, interrupt)
+    return RunCallbacks(callbacks, loader_sync, checkpoint, monitor, interrupt)
 
 
 def _optional_callbacks(training, run_dir) -> list:

@@ -217,7 +217,7 @@ def _fit(setup: FitSetup) -> TrainingResult:
     try:
         with interrupt.listening():
             for first_epoch, first_batch, end_epoch in phases:
-                setup.train_data.set_epoch(first_epoch, first_batch)
+                run_callbacks.loader_sync.start_at(first_epoch, first_batch)
                 # The second phase continues the history the first one wrote.
                 monitor.start_epoch = first_epoch
                 setup.model.fit(

@@ -124,6 +124,13 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             )
         self.epoch, self.start_batch = int(epoch), int(start_batch)
 
+    def on_epoch_end(self) -> None:
+        """Keras calls this after each epoch: go on to the next epoch's order (and its
+        augmentations), from its first batch, so that a plain `model.fit(generator)`
+        trains on new batch compositions every epoch. train.py also pins the epoch
+        Keras trains (LoaderEpochSync), which keeps resumes exact."""
+        self.set_epoch(self.epoch + 1)
+
     @property
     def batches_per_epoch(self) -> int:
         return math.ceil(self.samples_per_epoch / self.batch_size)

@@ -614,3 +614,38 @@ def test_disk_batches_larger_than_the_shuffle_window_are_served_whole(tmp_path, 
     generator = HDF5DatasetGenerator(path, 100, storage="disk", shuffle_buffer=16, seed=4)
     served = np.concatenate([generator[index][0][:, 0, 0, 0] for index in range(len(generator))])
     assert sorted(served.tolist()) == sorted((np.arange(301) % 256).tolist())
+
+
+class ServedBatches(HDF5DatasetGenerator):
+    """Records the samples of every batch it serves, by (epoch, batch)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches = {}
+
+    def __getitem__(self, index):
+        images, labels = super().__getitem__(index)
+        self.batches[(self.epoch, self.start_batch + index)] = frozenset(indices_of(images))
+        return images, labels
+
+
+@pytest.mark.parametrize("storage_mode", ["memory", "disk"])
+def test_plain_keras_fit_serves_new_batch_compositions_every_epoch(split_path, storage_mode):
+    # The loader on its own, as Keras' PyDataset documentation teaches: no project callback.
+    options = {"shuffle_buffer": SHUFFLE_BUFFER} if storage_mode == "disk" else {}
+    generator = ServedBatches(split_path, 64, storage=storage_mode, seed=3, **options)
+    inputs = keras.Input((4, 4, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax")(pooled))
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(generator, epochs=3, verbose=0)
+    # Keras looks at a batch or two before training (and moves the generator on an epoch
+    # as it starts a fit): the three epochs trained are those served whole.
+    tags = sorted({epoch for epoch, _batch in generator.batches})
+    whole = [t for t in tags if all((t, b) in generator.batches for b in range(5))]
+    assert len(whole) == 3 and generator.batches_per_epoch == 5
+    epochs = [[generator.batches[(epoch, batch)] for batch in range(5)] for epoch in whole]
+    for batches in epochs:  # every sample once per epoch
+        assert sorted(index for batch in batches for index in batch) == list(range(NUM_SAMPLES))
+    compositions = [set(batches) for batches in epochs]
+    assert compositions[0] != compositions[1] != compositions[2] != compositions[0]
