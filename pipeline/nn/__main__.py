@@ -28,13 +28,14 @@ def main(argv=None):
     summary.add_argument("--plot", help="also draw the architecture to this PNG")
     args = parser.parse_args(argv)
     from pipeline.nn.presets import PRESETS, build_preset, spec_of
-    from pipeline.nn.summary import plot, summarize_preset
 
-    if args.command == "list":
+    if args.command == "list":  # no framework needed
         for name, spec in PRESETS.items():
             print(f"{name:42s} depth {spec.depth:5d}  {spec.source}")
         return
-    spec_of(args.preset)  # an unknown name is a one-line error before Keras builds anything
+    spec_of(args.preset)  # an unknown name is a one-line error before Keras is loaded
+    from pipeline.nn.summary import plot, summarize_preset
+
     print(summarize_preset(args.preset, args.classes, args.input_shape, args.layers))
     if args.plot:
         print(plot(build_preset(args.preset, args.classes, args.input_shape), args.plot))

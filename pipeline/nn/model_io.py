@@ -10,7 +10,8 @@ from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
 from pipeline.distribute import resolve_jit_compile
 from pipeline.errors import UserError
 from pipeline.nn.presets import spec_of
-from pipeline.nn.resnet import ResNetSpec, build_resnet
+from pipeline.nn.resnet import build_resnet
+from pipeline.nn.spec import ResNetSpec
 
 
 def spec_for(model_config: ModelConfig) -> ResNetSpec:

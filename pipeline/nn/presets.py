@@ -8,10 +8,8 @@ L2(5e-4) (weight decay 1e-3); their presets keep it.
 
 import dataclasses
 
-import keras
-
 from pipeline.errors import UserError
-from pipeline.nn.resnet import ResNetSpec, build_resnet
+from pipeline.nn.spec import ResNetSpec
 
 CIFAR_FILTERS = (16, 16, 32, 64)
 PAPER_L2 = 5e-5  # weight decay 1e-4
@@ -148,12 +146,14 @@ def build_preset(
     std=None,
     mean_image=None,
     **overrides,
-) -> keras.Model:
+) -> "keras.Model":  # noqa: F821 (Keras is imported only when a model is built)
     """The `keras.Model` of preset `name`; `overrides` replace fields of its spec.
 
     `input_shape` defaults to the size the preset was designed for; pass
     (None, None, 3) for fully-convolutional evaluation at several scales.
     """
+    from pipeline.nn.resnet import build_resnet
+
     spec = spec_of(name, **overrides)
     shape = input_shape or DEFAULT_INPUT_SHAPES[spec.stem]
     return build_resnet(

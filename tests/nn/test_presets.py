@@ -135,3 +135,17 @@ def test_fully_convolutional_input_takes_several_sizes():
 
 def test_every_preset_states_its_source():
     assert all(spec.source for spec in PRESETS.values())
+
+
+def test_listing_the_presets_loads_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipeline.nn.__main__ import main; main(['list']); "
+        "print('frameworks', 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert "resnet110" in completed.stdout and "frameworks False False" in completed.stdout
+    assert completed.stderr == ""  # no framework start-up lines either
