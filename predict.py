@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from pipeline.errors import OneLineArgumentParser, run_cli
+from pipeline.framework import load_keras
 
 
 @run_cli
@@ -20,6 +21,7 @@ def main(argv=None):
     parser.add_argument("--dataset", help="dataset directory, for class names the model lacks")
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args(argv)
+    load_keras()
     from pipeline.nn.model_io import load_model
     from pipeline.prediction import class_names_for, image_paths, predict_files, stored_side
 

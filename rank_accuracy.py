@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
 from pipeline.evaluation_target import evaluation_target
+from pipeline.framework import load_keras
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -57,6 +58,7 @@ def main(argv=None):
     )
     for note in target.notes:
         print(f"note: {note}")
+    load_keras()
     from pipeline.evaluation import evaluate, format_report, write_confusion, write_report
 
     report = evaluate(

@@ -7,6 +7,7 @@ import sys
 
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, run_cli
+from pipeline.framework import load_keras
 
 
 @run_cli
@@ -18,6 +19,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    load_keras()
     from pipeline.io.preview import augmentation_grid, write_png
 
     grid = augmentation_grid(

@@ -20,6 +20,7 @@ from pipeline.errors import (
     OneLineArgumentParser,
     UserError,
 )
+from pipeline.framework import load_keras
 from pipeline.run_dir import CONFIG_FILE, latest_checkpoint, read_state
 
 
@@ -136,6 +137,7 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
             f"(power {training.decay_power:g})"
         )
     # Imported only now, so that --help and option errors answer without loading Keras.
+    load_keras()
     from pipeline.training import train
 
     result = train(

@@ -4,6 +4,7 @@ python -m pipeline.nn list"""
 import sys
 
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
+from pipeline.framework import load_keras
 
 
 def parse_shape(text: str) -> tuple:
@@ -34,6 +35,7 @@ def main(argv=None):
             print(f"{name:42s} depth {spec.depth:5d}  {spec.source}")
         return
     spec_of(args.preset)  # an unknown name is a one-line error before Keras is loaded
+    load_keras()
     from pipeline.nn.summary import plot, summarize_preset
 
     print(summarize_preset(args.preset, args.classes, args.input_shape, args.layers))

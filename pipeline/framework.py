@@ -1,0 +1,90 @@
+"""Loading Keras and its backend quietly, once, with a one-line error for a missing backend.
+
+TensorFlow prints start-up lines on stderr whatever TF_CPP_MIN_LOG_LEVEL says (oneDNN,
+"Could not find cuda drivers", absl's warning) and a cuInit error on its first op, so
+that a user error would not be one line. The scripts load Keras through `load_keras()`,
+which hides them; PIPELINE_VERBOSE=1 shows them again.
+"""
+
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+
+from pipeline.errors import UserError
+
+VERBOSE_VARIABLE = "PIPELINE_VERBOSE"
+# Keras' backends and the module each needs.
+BACKEND_MODULES = {
+    "tensorflow": "tensorflow",
+    "jax": "jax",
+    "torch": "torch",
+    "numpy": "numpy",
+    "openvino": "openvino",
+}
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
+
+
+def load_keras():
+    """Import Keras with its backend (KERAS_BACKEND, TensorFlow by default); returns it."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    check_backend()
+    if verbose():
+        import keras
+
+        return keras
+    # Errors only from TensorFlow's C++ side (the cuInit line on the first op).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_held() as held:
+        try:
+            import keras
+        except BaseException:
+            held.replay()
+            raise
+    return keras
+
+
+def check_backend() -> None:
+    """A KERAS_BACKEND that is unknown or not installed is a one-line error."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    module = BACKEND_MODULES.get(backend)
+    if module is None:
+        raise UserError(
+            f"KERAS_BACKEND={backend} is not a Keras backend; use one of "
+            f"{', '.join(BACKEND_MODULES)}"
+        )
+    if importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"KERAS_BACKEND={backend} needs the {module} package, which is not installed: "
+            f"pip install {module}, or unset KERAS_BACKEND to use TensorFlow"
+        )
+
+
+class _Held:
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def replay(self) -> None:
+        """Write what was held back to stderr (when the import itself failed)."""
+        self.handle.seek(0)
+        sys.stderr.write(self.handle.read().decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Send file descriptor 2 (where the C++ libraries write) to a temporary file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as handle:
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield _Held(handle)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
