@@ -186,9 +186,10 @@ def build_report(probabilities, labels, info, model_path, split_file, mode, scal
         "num_samples": int(len(labels)),
         "num_classes": info.num_classes,
         "rank1": float(rank1_hits.mean()),
-        "rank5": float(rank5_hits.mean()),
+        # With 5 classes or fewer every sample is a rank-5 hit: not a figure (None).
+        "rank5": float(rank5_hits.mean()) if info.num_classes > 5 else None,
         "rank1_correct": int(rank1_hits.sum()),
-        "rank5_correct": int(rank5_hits.sum()),
+        "rank5_correct": int(rank5_hits.sum()) if info.num_classes > 5 else None,
         "per_class": per_class_figures(rank1_hits, rank5_hits, labels, info.class_names),
         "most_confused": most_confused_pairs(labels, predictions, info.class_names),
         "classification_report": report_dict,
@@ -229,7 +230,11 @@ def format_report(report: dict) -> str:
         f"data: {report['dataset']} ({report['split']} split, {count} samples)",
         f"mode: {mode}",
         f"rank-1: {report['rank1']:.2%} ({report['rank1_correct']}/{count})",
-        f"rank-5: {report['rank5']:.2%} ({report['rank5_correct']}/{count})",
+        (
+            f"rank-5: {report['rank5']:.2%} ({report['rank5_correct']}/{count})"
+            if report["rank5"] is not None
+            else f"rank-5: not reported ({report['num_classes']} classes: every sample is a hit)"
+        ),
     ]
     if report["most_confused"]:
         pairs = ", ".join(

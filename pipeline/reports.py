@@ -18,8 +18,10 @@ MOST_CONFUSED_SHOWN = 25
 
 
 def per_class_figures(hits_rank1, hits_rank5, labels, class_names) -> list[dict]:
-    """Samples, rank-1 and rank-5 of every class (None where a class has no sample)."""
+    """Samples, rank-1 and rank-5 of every class (None where a class has no sample, and
+    rank-5 None throughout with 5 classes or fewer, where every sample is a hit)."""
     num_classes = len(class_names)
+    reported5 = num_classes > 5
     counts = np.bincount(labels, minlength=num_classes)
     rank1 = np.bincount(labels, weights=hits_rank1, minlength=num_classes)
     rank5 = np.bincount(labels, weights=hits_rank5, minlength=num_classes)
@@ -29,7 +31,7 @@ def per_class_figures(hits_rank1, hits_rank5, labels, class_names) -> list[dict]
             "name": class_names[index],
             "samples": int(counts[index]),
             "rank1": float(rank1[index] / counts[index]) if counts[index] else None,
-            "rank5": float(rank5[index] / counts[index]) if counts[index] else None,
+            "rank5": float(rank5[index] / counts[index]) if counts[index] and reported5 else None,
         }
         for index in range(num_classes)
     ]

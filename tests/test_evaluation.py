@@ -107,3 +107,22 @@ def test_a_damaged_model_file_is_a_user_error(tmp_path, planted_split):
     path.write_bytes(b"not a zip file")
     with pytest.raises(UserError, match="cannot load model"):
         evaluate(path, split_file)
+
+
+def test_rank5_is_not_reported_for_five_classes_or_fewer(tmp_path):
+    from pipeline.datasets.hdf5_format import read_split_info
+    from pipeline.evaluation import build_report, format_report
+
+    path = write_split_file(
+        tmp_path / "test.h5", np.zeros((4, 2, 2, 3), np.uint8), np.array([0, 1, 2, 0]),
+        ["a", "b", "c"], split="test",
+    )  # fmt: skip
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    model_path = tmp_path / "model.keras"
+    model_path.write_bytes(b"stand-in")
+    report = build_report(
+        probabilities, np.array([0, 1, 2, 0]), read_split_info(path), model_path, path, "center", ()
+    )
+    assert report["rank1"] == 0.5 and report["rank5"] is None
+    assert all(entry["rank5"] is None for entry in report["per_class"])
+    assert "rank-5: not reported (3 classes: every sample is a hit)" in format_report(report)
