@@ -160,10 +160,14 @@ def _read_size(info, mode: str, crop_size, scales):
     smallest_side = min(info.image_shape[:2])
     if mode == "center":
         return crop_size if crop_size and smallest_side > crop_size else None
-    if mode == "ten_crop" and smallest_side < crop_size:
+    if mode == "ten_crop" and smallest_side <= crop_size:
+        # At the model's own size the four corners and the centre are one view: the
+        # "ten crops" would be the image and its mirror, five times over.
+        height, width = info.image_shape[:2]
         raise UserError(
-            f"10-crop needs stored images of at least {crop_size}x{crop_size}, "
-            f"{info.path} holds {info.image_shape[:2]}"
+            f"10-crop needs stored images larger than the model input "
+            f"{crop_size}x{crop_size}; {info.path} holds {height}x{width}, so its ten crops "
+            f"would be the image and its mirror: use --mode center"
         )
     return None
 

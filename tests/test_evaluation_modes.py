@@ -123,12 +123,16 @@ def test_rank_accuracy_writes_the_report_and_picture(tmp_path, position_split, c
     assert same["rank1_correct"] == report["rank1_correct"]
 
 
-def test_ten_crop_needs_images_at_least_as_large_as_the_model_input(tmp_path, position_split):
-    model_path = tmp_path / "model.keras"
-    scoring_model(input_shape=(12, 12, 3)).save(model_path)
+def test_ten_crop_needs_images_larger_than_the_model_input(tmp_path, position_split):
     from pipeline.errors import UserError
 
-    with pytest.raises(UserError, match="10-crop needs stored images of at least 12x12"):
+    model_path = tmp_path / "model.keras"
+    scoring_model(input_shape=(12, 12, 3)).save(model_path)
+    with pytest.raises(UserError, match="larger than the model input 12x12; .* holds 8x10"):
+        evaluate(model_path, position_split, mode="ten_crop")
+    # As large as the input (the digits demo): the ten crops would be two views.
+    scoring_model(input_shape=(8, 8, 3)).save(model_path)
+    with pytest.raises(UserError, match="the image and its mirror: use --mode center"):
         evaluate(model_path, position_split, mode="ten_crop")
     with pytest.raises(UserError, match="--scales"):
         evaluate(model_path, position_split, mode="multi_scale")
