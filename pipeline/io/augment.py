@@ -303,6 +303,12 @@ class Augmenter:
         self.steps = list(steps)
 
     @property
+    def crop_side(self) -> int | None:
+        """The side of the square images the last cropping step gives (None: no crop)."""
+        sides = [step.size for step in self.steps if isinstance(step, RandomCrop | CenterCrop)]
+        return sides[-1] if sides else None
+
+    @property
     def sizes_images(self) -> bool:
         """Whether the first step turns images of any size into one size (ScaleCrop)."""
         return bool(self.steps) and isinstance(self.steps[0], ScaleCrop)

@@ -107,6 +107,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
                 f"the scale augmentation crops {self.augmenter.steps[0].size} pixels but "
                 f"data.image_size is {self.image_size}: make them equal"
             )
+        _check_crop(self.augmenter.crop_side, self.image_shape, self.info, image_size)
         self.storage = self._open_storage(storage, shuffle_buffer)
         self.epoch = 0
         self.start_batch = 0
@@ -264,6 +265,26 @@ def _check_shard(shard_index: int, num_shards: int) -> tuple[int, int]:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise UserError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
     return shard_index, num_shards
+
+
+def _check_crop(crop_side, image_shape, info, image_size) -> None:
+    """A crop must give the images the split serves (the model's input): a smaller one
+    would train on one size and validate on another."""
+    if crop_side is None or (crop_side, crop_side) == tuple(image_shape[:2]):
+        return
+    height, width = image_shape[:2]
+    if info.encoding == "jpeg":
+        raise UserError(
+            f"a crop of {crop_side} pixels, but JPEG images are decoded to data.image_size "
+            f"{image_size}x{image_size}: crop at random while decoding with "
+            f'{{name = "scale", min_side = {image_size}, max_side = {image_size}, '
+            f"size = {crop_side}}} and set data.image_size = {crop_side}"
+        )
+    raise UserError(
+        f"a crop of {crop_side} pixels, but the split serves {height}x{width} images "
+        f"(data.image_size {image_size or 0}); set data.image_size = {crop_side}, which "
+        f"centre-crops the validation and test images to the same size"
+    )
 
 
 def _check_image_size(info, image_size, db_path):

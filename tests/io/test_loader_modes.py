@@ -649,3 +649,24 @@ def test_plain_keras_fit_serves_new_batch_compositions_every_epoch(split_path, s
         assert sorted(index for batch in batches for index in batch) == list(range(NUM_SAMPLES))
     compositions = [set(batches) for batches in epochs]
     assert compositions[0] != compositions[1] != compositions[2] != compositions[0]
+
+
+def test_a_crop_smaller_than_the_served_images_is_a_one_line_error_naming_both(
+    tmp_path, larger_split_path
+):
+    crop = [{"name": "random_crop", "size": 6}, {"name": "flip"}]
+    with pytest.raises(UserError, match="a crop of 6 pixels, but the split serves 8x8 images"):
+        HDF5DatasetGenerator(larger_split_path, 10, augment=crop)
+    # With data.image_size at the crop's size, train and validation batches agree.
+    train = HDF5DatasetGenerator(larger_split_path, 10, augment=crop, image_size=6)
+    val = HDF5DatasetGenerator(larger_split_path, 10, shuffle=False, image_size=6)
+    assert train[0][0].shape == val[0][0].shape == (10, 6, 6, 3)
+    # JPEG-stored: decoded to data.image_size, so the crop must be made while decoding.
+    path = tmp_path / "jpeg.h5"
+    with SplitWriter(path, class_names=["a", "b"], split="train", source="t", encoding="jpeg") as w:
+        w.add([encode_jpeg(image) for image in numbered(12, size=10)], np.arange(12) % 2)
+        w.finish((1.0, 1.0, 1.0), (1.0, 1.0, 1.0))
+    with pytest.raises(UserError, match="JPEG images are decoded to data.image_size 8x8"):
+        HDF5DatasetGenerator(path, 4, augment=crop, image_size=8)
+    scale = [{"name": "scale", "min_side": 8, "max_side": 8, "size": 6}, {"name": "flip"}]
+    assert HDF5DatasetGenerator(path, 4, augment=scale, image_size=6)[0][0].shape == (4, 6, 6, 3)
