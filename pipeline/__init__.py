@@ -6,6 +6,9 @@ Data flows one way: source files -> HDF5 splits -> HDF5DatasetGenerator -> ResNe
 
 import os
 
-# TensorFlow prints pages of start-up notes on stderr; keep warnings and errors only.
-# This must happen before the first import of tensorflow (through keras), so it is here.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow prints start-up notes on stderr, and a cuInit error on its first op on a
+# machine without a GPU; level 3 keeps its C++ side quiet (Python exceptions still say
+# what went wrong). PIPELINE_VERBOSE=1, or a level set beforehand, keeps them. This
+# must happen before the first import of tensorflow (through keras), so it is here.
+if os.environ.get("PIPELINE_VERBOSE", "") in ("", "0"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

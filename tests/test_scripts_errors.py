@@ -142,3 +142,16 @@ def test_a_backend_that_is_not_installed_is_one_line(tmp_path):
 def test_train_decay_refuses_a_config_that_names_another_schedule(capsys, tmp_path):
     code = train_decay.main(["--checkpoints", str(tmp_path), "--set", "training.schedule=cosine"])
     assert_one_line_error(capsys, code, "always trains with polynomial decay", "train.py")
+
+
+def test_a_training_run_prints_no_framework_lines(tmp_path, digits_dir):
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    tiny = 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }'
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--checkpoints", str(tmp_path / "run"),
+         "--epochs", "1", "--set", f"data.dataset_dir={digits_dir}", "--set", tiny],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=environment,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    noise = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert noise == [], noise  # no oneDNN, cuda, absl or cuInit lines
