@@ -38,6 +38,7 @@ def build_parser() -> OneLineArgumentParser:
     )
     parser.add_argument("--val-source", help="folder: validation images (tree or flat folder)")
     parser.add_argument("--val-labels", help="folder: file naming the class of each val image")
+    parser.add_argument("--test-source", help="folder: test images, a tree of the same classes")
     return parser
 
 

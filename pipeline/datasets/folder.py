@@ -84,6 +84,7 @@ def build(
     source,
     val_source=None,
     val_labels=None,
+    test_source=None,
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
     image_size: int | None = None,
@@ -93,6 +94,9 @@ def build(
     overwrite: bool = False,
 ) -> dict:
     """Build a class-folder tree into `output_dir`; returns the build summary.
+
+    `test_source` is a second tree with the same class folders whose images form the
+    test split (as MNIST- or CIFAR-style PNG exports come: train/ and test/).
 
     `image_size` defaults to 256 for raw splits; JPEG-encoded ones keep their
     original size (and bytes) unless it is given.
@@ -108,6 +112,8 @@ def build(
     train = tree_records(root, label_of, skipped)
     if val_source is not None and val_fraction:
         raise UserError("give either a validation folder or a validation fraction, not both")
+    if test_source is not None and test_fraction:
+        raise UserError("give either a test folder or a test fraction, not both")
     records = carve_splits(train, val_fraction, test_fraction, seed)
     if val_labels is not None:
         if val_source is None:
@@ -123,6 +129,8 @@ def build(
                 f"--val-labels FILE ({LABELS_FORMAT})"
             )
         records["val"] = tree_records(val_root, label_of, skipped)
+    if test_source is not None:
+        records["test"] = tree_records(require(Path(test_source), LAYOUT), label_of, skipped)
     return write_file_dataset(
         output_dir,
         records,

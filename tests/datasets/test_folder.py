@@ -306,3 +306,22 @@ def test_a_worker_that_dies_stops_the_build_with_an_error_not_a_hang(
     with pytest.raises(UserError, match="a decoding worker died .* --workers 1"):
         build(tmp_path / "out", train_root, workers=2)
     assert not list((tmp_path / "out").glob("*.h5*"))
+
+
+def test_a_test_split_from_a_second_tree_of_class_folders(tmp_path, train_root, capsys):
+    # How MNIST- or CIFAR-style PNG exports come: train/<class>/ and test/<class>/.
+    test_root = make_tree(tmp_path / "test", VAL_PER_CLASS, first_index=TRAIN_PER_CLASS)
+    code = build_dataset.main(
+        ["--dataset", "folder", "--source", str(train_root), "--test-source", str(test_root),
+         "--val-fraction", "0.25", "--image-size", str(SIZE), "--workers", "1",
+         "--output", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    info = read_split_info(split_path(tmp_path / "out", "test"))
+    assert info.num_samples == 6 and info.class_names == CLASS_NAMES
+    assert sorted(identities(*read(tmp_path / "out", "test"))) == [
+        (label, TRAIN_PER_CLASS + index) for label in range(3) for index in range(VAL_PER_CLASS)
+    ]
+    assert read_split_info(split_path(tmp_path / "out", "val")).num_samples == 3
+    with pytest.raises(UserError, match="either a test folder or a test fraction"):
+        build(tmp_path / "other", train_root, test_source=test_root, test_fraction=0.2)
