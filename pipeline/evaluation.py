@@ -214,8 +214,19 @@ def write_report(report: dict, path: str | Path) -> Path:
     return path
 
 
+def confusion_title(report: dict) -> str:
+    """What the confusion picture shows: the model, the split, the mode and the rank-1."""
+    return (
+        f"{Path(report['model']).name} on the {report['split']} split of "
+        f"{Path(report['dataset']).parent.name} ({report['mode']}): rank-1 "
+        f"{report['rank1']:.2%} of {report['num_samples']}"
+    )
+
+
 def write_confusion(report: dict, path, class_names) -> Path:
-    return plot_confusion(report["labels"], report["predictions"], class_names, path)
+    """The confusion picture, titled with confusion_title."""
+    title = confusion_title(report)
+    return plot_confusion(report["labels"], report["predictions"], class_names, path, title)
 
 
 def _describe_position(position: dict) -> str:

@@ -67,8 +67,9 @@ def most_confused_pairs(labels, predictions, class_names, top=MOST_CONFUSED_SHOW
     return pairs
 
 
-def plot_confusion(labels, predictions, class_names, path) -> Path:
-    """The full matrix for a few classes; for many, a bar chart of the most confused pairs."""
+def plot_confusion(labels, predictions, class_names, path, title: str = "") -> Path:
+    """The full matrix for a few classes; for many, a bar chart of the most confused pairs.
+    `title` says what was scored (model, split, mode, rank-1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(class_names) <= FULL_MATRIX_CLASSES:
@@ -79,10 +80,14 @@ def plot_confusion(labels, predictions, class_names, path) -> Path:
         axis.set_yticks(range(len(class_names)), class_names)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
+        # Counts in white on dark cells and black on light ones, so each stays readable.
+        threshold = matrix.max() / 2 if matrix.size else 0
         for (row, column), count in np.ndenumerate(matrix):
             if count:
-                axis.text(column, row, str(count), ha="center", va="center", fontsize=7)
-        figure.colorbar(image)
+                colour = "white" if count > threshold else "black"
+                axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                          color=colour)  # fmt: skip
+        figure.colorbar(image, label="samples")
     else:
         pairs = most_confused_pairs(labels, predictions, class_names)
         figure, axis = plt.subplots(figsize=(9, 0.35 * max(len(pairs), 4) + 1.5))
@@ -90,6 +95,8 @@ def plot_confusion(labels, predictions, class_names, path) -> Path:
         axis.barh(names, [pair["count"] for pair in pairs][::-1], color="tab:red")
         axis.set_xlabel("test samples")
         axis.set_title(f"The {len(pairs)} most confused pairs of {len(class_names)} classes")
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

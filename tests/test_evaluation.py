@@ -126,3 +126,7 @@ def test_rank5_is_not_reported_for_five_classes_or_fewer(tmp_path):
     assert report["rank1"] == 0.5 and report["rank5"] is None
     assert all(entry["rank5"] is None for entry in report["per_class"])
     assert "rank-5: not reported (3 classes: every sample is a hit)" in format_report(report)
+    from pipeline.evaluation import confusion_title
+
+    title = confusion_title(report)
+    assert title == f"model.keras on the test split of {tmp_path.name} (center): rank-1 50.00% of 4"
