@@ -3,6 +3,7 @@
 python show_augmentation.py --config config/cifar10_resnet56_ctrl_c.toml --output augment.png
 """
 
+import argparse
 import sys
 
 from pipeline.cli import add_config_arguments, config_from_arguments
@@ -12,7 +13,9 @@ from pipeline.framework import load_keras
 
 @run_cli
 def main(argv=None):
-    parser = OneLineArgumentParser(description=__doc__)
+    parser = OneLineArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output", default="output/augmentation.png", help="PNG file to write")
     parser.add_argument("--samples", type=int, default=8, help="rows: train images shown")
     parser.add_argument("--versions", type=int, default=7, help="augmented versions per image")
@@ -22,9 +25,10 @@ def main(argv=None):
     load_keras()
     from pipeline.io.preview import augmentation_grid, write_png
 
-    grid = augmentation_grid(
-        config_from_arguments(args), samples=args.samples, versions=args.versions, seed=args.seed
-    )
+    config = config_from_arguments(args)
+    if not config.data.augment:
+        print("note: data.augment is empty in this config: the grid shows the stored images only")
+    grid = augmentation_grid(config, samples=args.samples, versions=args.versions, seed=args.seed)
     print(f"wrote {write_png(grid, args.output)}")
 
 

@@ -12,6 +12,8 @@ from pipeline.io.hdf5_generator import HDF5DatasetGenerator
 # Cells are enlarged to at least this many pixels (nearest neighbour), so 32x32 is visible.
 MIN_CELL_PIXELS = 96
 GAP_PIXELS = 4
+# The white strip above the grid: a title line and the column captions.
+HEADER_PIXELS = 44
 
 
 def augmentation_grid(
@@ -33,7 +35,31 @@ def augmentation_grid(
             augmented.load_batch(np.array([pick]), 0, version)[0] for version in range(versions)
         ]
         rows.append(cells)
-    return tile(rows)
+    captions = ["stored"] + [f"augmented {version + 1}" for version in range(versions)]
+    return with_header(tile(rows), describe_augmentation(data.augment), captions, len(rows[0]))
+
+
+def describe_augmentation(augment) -> str:
+    """The config's augmentations in one line; says so when there is none."""
+    if not augment:
+        return "no augmentation (data.augment is empty): every column is the stored image"
+    parts = []
+    for step in augment:
+        options = ", ".join(f"{key}={value}" for key, value in step.items() if key != "name")
+        parts.append(f"{step.get('name')}({options})" if options else str(step.get("name")))
+    return "data.augment: " + ", ".join(parts)
+
+
+def with_header(grid: np.ndarray, title: str, captions: list[str], columns: int) -> np.ndarray:
+    """The grid under a white strip holding a title line and a caption over each column."""
+    header = np.full((HEADER_PIXELS, grid.shape[1], 3), 255, np.uint8)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+    cv2.putText(header, title, (GAP_PIXELS, 16), font, 0.45, black, 1, cv2.LINE_AA)
+    column_width = (grid.shape[1] - GAP_PIXELS) // columns
+    for index, caption in enumerate(captions):
+        left = GAP_PIXELS + index * column_width
+        cv2.putText(header, caption, (left, 38), font, 0.4, black, 1, cv2.LINE_AA)
+    return np.concatenate([header, grid])
 
 
 def tile(rows: list[list[np.ndarray]]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """python -m pipeline.nn summary PRESET [--classes N] [--input-shape H,W,C] [--layers] [--plot PNG]
 python -m pipeline.nn list"""
 
+import argparse
 import sys
 
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
@@ -18,7 +19,11 @@ def parse_shape(text: str) -> tuple:
 
 @run_cli
 def main(argv=None):
-    parser = OneLineArgumentParser(prog="python -m pipeline.nn", description=__doc__)
+    parser = OneLineArgumentParser(
+        prog="python -m pipeline.nn",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the example lines
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the presets and their sources")
     summary = commands.add_parser("summary", help="shapes, parameters and multiply-adds")

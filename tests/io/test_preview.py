@@ -3,7 +3,7 @@ import numpy as np
 
 import show_augmentation
 from pipeline.datasets.hdf5_format import open_split, split_path
-from pipeline.io.preview import GAP_PIXELS, MIN_CELL_PIXELS
+from pipeline.io.preview import GAP_PIXELS, HEADER_PIXELS, MIN_CELL_PIXELS
 
 
 def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir, capsys):
@@ -16,7 +16,10 @@ def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir
         ]
     )  # fmt: skip
     assert code == 0 and str(output) in capsys.readouterr().out
-    grid = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
+    picture = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
+    # A caption strip on top: the augmentations, then "stored", "augmented 1", ...
+    header, grid = picture[:HEADER_PIXELS], picture[HEADER_PIXELS:]
+    assert header.min() < 128  # text was drawn
     scale = -(-MIN_CELL_PIXELS // 32)
     cell = 32 * scale
     assert grid.shape == (
@@ -35,3 +38,22 @@ def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir
         stored = handle["images"][()]
     assert any(np.array_equal(original, image) for image in stored)
     np.testing.assert_array_equal(flipped[::scale, ::scale], original[:, ::-1])
+
+
+def test_a_config_without_augmentation_says_so(tmp_path, digits_dir, capsys):
+    output = tmp_path / "grid.png"
+    code = show_augmentation.main(
+        ["--set", f"data.dataset_dir={digits_dir}", "--samples", "2", "--versions", "1",
+         "--output", str(output)]
+    )  # fmt: skip
+    assert code == 0
+    assert "note: data.augment is empty" in capsys.readouterr().out
+
+
+def test_the_caption_line_names_each_augmentation():
+    from pipeline.io.preview import describe_augmentation
+
+    assert describe_augmentation([{"name": "pad_crop", "pad": 4}, {"name": "flip"}]) == (
+        "data.augment: pad_crop(pad=4), flip"
+    )
+    assert describe_augmentation(()).startswith("no augmentation")
