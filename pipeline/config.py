@@ -183,6 +183,11 @@ class TrainingConfig:
             0 < self.decay_factor <= 1,
             f"training.decay_factor must be in (0, 1], got {self.decay_factor}",
         )
+        _require(
+            self.schedule != "plateau" or self.decay_factor < 1,
+            f"training.decay_factor must be below 1 for the plateau schedule, "
+            f"got {self.decay_factor}",
+        )
         for key in ("weight_decay", "min_learning_rate", "warmup_epochs"):
             value = getattr(self, key)
             _require(value >= 0, f"training.{key} must be >= 0, got {value}")

@@ -38,7 +38,7 @@ class FitSetup:
 
 @dataclasses.dataclass(frozen=True)
 class RunCallbacks:
-    """The callback list, and the three callbacks the training loop reads after a fit."""
+    """The callback list, and the callbacks the training loop drives or reads."""
 
     all: list
     loader_sync: LoaderEpochSync

@@ -111,3 +111,9 @@ def test_a_config_file_that_is_not_utf8_is_a_one_line_error(tmp_path):
     path.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
     with pytest.raises(UserError, match="is not UTF-8 text"):
         load_config(path)
+
+
+def test_the_plateau_schedule_needs_a_factor_below_one():
+    assert load_config(None, ["training.decay_factor=1"]).training.decay_factor == 1.0
+    with pytest.raises(UserError, match="below 1 for the plateau schedule"):
+        load_config(None, ["training.decay_factor=1", "training.schedule=plateau"])
