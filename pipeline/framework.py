@@ -38,8 +38,7 @@ def load_keras():
         import keras
 
         return keras
-    # Errors only from TensorFlow's C++ side (the cuInit line on the first op).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TF_CPP_MIN_LOG_LEVEL (the cuInit line of the first op) is set by pipeline/__init__.
     with _stderr_held() as held:
         try:
             import keras

@@ -31,7 +31,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.datasets.hdf5_format import open_split
+from pipeline.datasets.hdf5_format import fsync_directory, fsync_file, open_split
 from pipeline.errors import UserError
 
 CHECKPOINT_PATTERN = re.compile(r"^epoch_(\d+)\.keras$")
@@ -121,22 +121,6 @@ def removed_on_error(temporary: Path, target=None):
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def fsync_file(path) -> None:
-    """Flush a written file's contents to disk (before it is renamed into place)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def fsync_directory(directory) -> None:
-    """Flush a folder's entries to disk, so that a rename in it survives a power cut."""
-    # Some file systems cannot sync a folder; the rename itself is still atomic.
-    with contextlib.suppress(OSError):
-        fsync_file(directory)
 
 
 def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> Path:

@@ -228,7 +228,7 @@ class SplitWriter:
         # Written last: a reader accepts only files that carry it.
         self._file.attrs["complete"] = True
         self._file.close()
-        fsync_path(self.partial_path)
+        fsync_file(self.partial_path)
         os.replace(self.partial_path, self.path)
         return self.path
 
@@ -248,15 +248,20 @@ class SplitWriter:
             self.abort()
 
 
-def fsync_path(path) -> None:
-    """Flush a file's (or a folder's entries') writes to disk before depending on them."""
+def fsync_file(path) -> None:
+    """Flush a written file's contents to disk (before it is renamed into place)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems cannot sync a folder; renames stay atomic
     finally:
         os.close(descriptor)
+
+
+def fsync_directory(directory) -> None:
+    """Flush a folder's entries to disk, so that a rename in it survives a power cut."""
+    # Some file systems cannot sync a folder; the rename itself is still atomic.
+    with contextlib.suppress(OSError):
+        fsync_file(directory)
 
 
 def stamp_build_id(split_files) -> str:
@@ -288,7 +293,7 @@ def commit_staged_build(dataset_dir: str | Path, files, stale) -> None:
     during the moves is finished by the next reader or build (finish_committed_build)."""
     staging = Path(dataset_dir) / STAGING_DIR
     for name in files:
-        fsync_path(staging / name)
+        fsync_file(staging / name)
     marker = staging / COMMITTED
     partial = marker.with_name(COMMITTED + PARTIAL_SUFFIX)
     with open(partial, "w", encoding="utf-8") as handle:
@@ -296,7 +301,7 @@ def commit_staged_build(dataset_dir: str | Path, files, stale) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, marker)
-    fsync_path(staging)
+    fsync_directory(staging)
     finish_committed_build(dataset_dir)
 
 
@@ -321,7 +326,7 @@ def finish_committed_build(dataset_dir: str | Path) -> bool:
             # Another reader finishing the same build may have moved it already.
             with contextlib.suppress(FileNotFoundError):
                 os.replace(staged, dataset_dir / staged.name)
-        fsync_path(dataset_dir)
+        fsync_directory(dataset_dir)
         marker.unlink(missing_ok=True)
     except OSError as error:
         raise UserError(
