@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args(argv)
     load_keras()
-    from pipeline.nn.model_io import load_model
+    from pipeline.models import load_model
     from pipeline.prediction import class_names_for, image_paths, predict_files, stored_side
 
     paths = image_paths(args.target)

@@ -135,7 +135,7 @@ def fit_epoch_times(scratch: Path) -> tuple[float, float]:
     from pipeline.config import load_config
     from pipeline.datasets import digits
     from pipeline.datasets.hdf5_format import split_path
-    from pipeline.nn.model_io import build_model_for_data
+    from pipeline.models import build_model_for_data
 
     dataset_dir = scratch / "digits"
     digits.build(dataset_dir)

@@ -17,6 +17,9 @@ from typing import Any
 
 from pipeline.errors import UserError
 
+# Specs and presets only: pipeline.nn loads Keras when a model is built, not here.
+from pipeline.nn.presets import spec_for
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
 
@@ -70,7 +73,8 @@ class ModelConfig:
 
     With a preset, `spec` overrides some of its fields ({l2 = 1e-4}); without
     one, `spec` describes the whole network (block, stages, filters, ...).
-    Checked when the model is built (pipeline.nn keeps Keras out of here).
+    Checked at load (pipeline.nn's specs load no framework); an empty model section
+    is refused when the model is built, since a saved run always names its network.
     """
 
     preset: str = ""
@@ -84,6 +88,13 @@ class ModelConfig:
             self.normalization in ("channel", "mean_image"),
             f"model.normalization must be 'channel' or 'mean_image', got {self.normalization!r}",
         )
+        if self.preset or self.spec:
+            self.network()
+
+    def network(self):
+        """The ResNetSpec this section describes (a UserError for an unknown preset, an
+        unknown or missing field or an invalid value)."""
+        return spec_for(self.preset, self.spec)
 
 
 @dataclasses.dataclass(frozen=True)

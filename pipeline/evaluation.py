@@ -11,8 +11,8 @@ from pipeline.crops import NUM_TEN_CROPS, resize_shorter_sides, ten_crops
 from pipeline.datasets.hdf5_format import read_split_info
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
+from pipeline.models import check_model_matches_data, load_model
 from pipeline.nn.layers import SubtractMeanImage
-from pipeline.nn.model_io import check_model_matches_data, load_model
 from pipeline.reports import (
     classification_summary,
     file_fingerprint,

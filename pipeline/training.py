@@ -26,7 +26,7 @@ from pipeline.distribute import (
 from pipeline.errors import UserError
 from pipeline.fit_setup import FitSetup, build_callbacks
 from pipeline.learning_rate import describe_position, describe_rule, rate_at, rate_changes
-from pipeline.nn.model_io import build_model_for_data, check_model_matches_data, load_model
+from pipeline.models import build_model_for_data, check_model_matches_data, load_model
 from pipeline.run_dir import (
     CONFIG_FILE,
     append_log,

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.config import DEFAULT_CONFIG_PATH, ExperimentConfig, load_config
@@ -67,6 +70,12 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("data.image_size=-5", "data.image_size must be >= 0"),
         ("data.workers=0", "data.workers must be >= 1"),
         ("data.storage=cloud", "data.storage must be one of"),
+        # The network is checked at load, before any data is opened.
+        ('model.preset="resnet7"', "unknown model preset 'resnet7'"),
+        ('model.spec={ block = "bottlenck", stages = [1], filters = [8, 8] }', "block must be"),
+        ('model.spec={ block = "basic" }', "needs stages, filters too"),
+        ('model.spec={ depth = 3 }', "model.spec keys depth unknown"),
+        ('model.spec={ block = "basic", stages = [1], filters = [8] }', "filters needs 2"),
     ],
 )
 def test_bad_keys_and_values_are_user_errors(override, message):
@@ -117,3 +126,15 @@ def test_the_plateau_schedule_needs_a_factor_below_one():
     assert load_config(None, ["training.decay_factor=1"]).training.decay_factor == 1.0
     with pytest.raises(UserError, match="below 1 for the plateau schedule"):
         load_config(None, ["training.decay_factor=1", "training.schedule=plateau"])
+
+
+def test_checking_a_config_loads_no_framework():
+    code = (
+        "import sys; from pipeline.config import load_config; "
+        "load_config(None).model.network(); "
+        "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

@@ -42,7 +42,7 @@ PRECISIONS = (
     COMMON
     + """
 import keras
-from pipeline.nn.model_io import load_model
+from pipeline.models import load_model
 from pipeline.training import train
 for precision in ("mixed_float16", "mixed_bfloat16"):
     config = tiny_config(sys.argv[1], f"training.precision={precision}")
@@ -132,7 +132,7 @@ MULTIWORKER = (
     + """
 import json, os, signal
 import keras
-from pipeline.nn.model_io import load_model
+from pipeline.models import load_model
 from pipeline.training import train
 worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 config = tiny_config(
@@ -203,7 +203,7 @@ def test_two_workers_on_loopback_train_stop_together_and_resume_exactly(tmp_path
     # Worker 1 keeps its own copy of the run, equal to the chief's.
     chief = tmp_path / "straight" / "epoch_0002.keras"
     copy = tmp_path / "straight" / "worker_1" / "epoch_0002.keras"
-    from pipeline.nn.model_io import load_model
+    from pipeline.models import load_model
 
     for x, y in zip(load_model(chief).get_weights(), load_model(copy).get_weights(), strict=True):
         assert np.array_equal(x, y)

@@ -30,7 +30,7 @@ def checkpoint_on_digits(tmp_path, digits_dir):
     import keras
 
     from pipeline.datasets.hdf5_format import read_split_info
-    from pipeline.nn.model_io import build_model_for_data
+    from pipeline.models import build_model_for_data
 
     config = load_config(None, [f"data.dataset_dir={digits_dir}", TINY])
     info = read_split_info(digits_dir / "train.h5")

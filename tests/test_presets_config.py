@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config import CONFIG_DIR, load_config
 from pipeline.io.augment import build_augmenter
-from pipeline.nn.model_io import spec_for
+from pipeline.nn.presets import spec_for
 
 PRESET_FILES = sorted(Path(CONFIG_DIR).glob("*.toml"))
 
@@ -28,7 +28,7 @@ def test_there_are_presets_for_the_reference_experiments():
 @pytest.mark.parametrize("path", PRESET_FILES, ids=lambda path: path.stem)
 def test_preset_loads_and_its_parts_are_valid(path):
     config = load_config(path)
-    spec = spec_for(config.model)
+    spec = spec_for(config.model.preset, config.model.spec)
     assert spec.depth > 2
     build_augmenter(config.data.augment, covariance=np.eye(3))
     # Each preset says how to run it and what it should reach.

@@ -19,7 +19,7 @@ EXACT_RESUME = """
 import os, signal, sys
 import keras, numpy as np
 from pipeline.config import load_config
-from pipeline.nn.model_io import load_model
+from pipeline.models import load_model
 from pipeline.training import train
 
 digits, scratch = sys.argv[1], sys.argv[2]

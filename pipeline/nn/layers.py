@@ -1,7 +1,7 @@
 """The two layers Keras lacks: the zero-padded identity shortcut and per-pixel mean subtraction.
 
 Both are registered as serializable, so `.keras` files that use them load
-wherever `pipeline.nn` is imported (pipeline.nn.model_io.load_model does it).
+wherever `pipeline.nn` is imported (pipeline.models.load_model does it).
 """
 
 import keras

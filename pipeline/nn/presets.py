@@ -137,6 +137,34 @@ def spec_of(name: str, **overrides) -> ResNetSpec:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+def spec_for(preset: str, fields: dict) -> ResNetSpec:
+    """The spec a model config describes: preset `preset` with `fields` replacing some of
+    its fields, or without a preset the whole network from `fields` (block, stages,
+    filters, ...). Lists (as TOML gives them) become tuples."""
+    fields = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()
+    }
+    if preset and preset not in PRESETS:
+        raise UserError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if not preset and not fields:
+        raise UserError(
+            "the model needs model.preset (a name from pipeline.nn.PRESETS) or model.spec"
+        )
+    known = {field.name for field in dataclasses.fields(ResNetSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserError(f"model.spec keys {', '.join(unknown)} unknown; known: {sorted(known)}")
+    missing = [name for name in ("block", "stages", "filters") if name not in fields]
+    if not preset and missing:
+        raise UserError(f"model.spec without model.preset needs {', '.join(missing)} too")
+    try:
+        return dataclasses.replace(PRESETS[preset], **fields) if preset else ResNetSpec(**fields)
+    except TypeError as error:  # e.g. a string where counts belong
+        raise UserError(f"model.spec has a value of the wrong type ({error})") from None
+    except UserError as error:
+        raise UserError(f"model.spec: {error}") from None
+
+
 def build_preset(
     name: str,
     num_classes: int,

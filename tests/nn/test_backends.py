@@ -11,7 +11,7 @@ import pytest
 SCRIPT = """
 import numpy as np, keras
 from pipeline.nn import build_preset
-from pipeline.nn.model_io import load_model
+from pipeline.models import load_model
 assert keras.backend.backend() == "jax"
 mean_image = np.full((32, 32, 3), 100.0, "float32")
 for options in ({}, {"mean_image": mean_image}):

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline.models import load_model
 from pipeline.nn import ResNetSpec, build_resnet
-from pipeline.nn.model_io import load_model
 
 TINY = ResNetSpec(block="bottleneck", stages=(1, 2), filters=(8, 8, 16), stem="cifar")
 

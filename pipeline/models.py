@@ -1,6 +1,7 @@
-"""Models from a config, models from checkpoint files, and the check that a model fits the data."""
+"""Models for a data set: built from a config for a split's classes and statistics, loaded
+from checkpoint files, and checked against the data they are to eat. (The network
+itself is `pipeline.nn`, which knows nothing of configs, data sets or devices.)"""
 
-import dataclasses
 from pathlib import Path
 
 import keras
@@ -9,33 +10,7 @@ from pipeline.config import ModelConfig
 from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
 from pipeline.distribute import resolve_jit_compile
 from pipeline.errors import UserError
-from pipeline.nn.presets import spec_of
 from pipeline.nn.resnet import build_resnet
-from pipeline.nn.spec import ResNetSpec
-
-
-def spec_for(model_config: ModelConfig) -> ResNetSpec:
-    """The ResNetSpec a model config describes (a preset, with `spec` overriding its fields)."""
-    fields = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in model_config.spec.items()
-    }
-    if model_config.preset:
-        return spec_of(model_config.preset, **fields)
-    if not fields:
-        raise UserError(
-            "the model needs model.preset (a name from pipeline.nn.PRESETS) or model.spec"
-        )
-    known = {field.name for field in dataclasses.fields(ResNetSpec)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise UserError(f"model.spec keys {', '.join(unknown)} unknown; known: {sorted(known)}")
-    try:
-        return ResNetSpec(**fields)
-    except TypeError as error:
-        raise UserError(
-            f"model.spec is incomplete ({error}); give block, stages and filters"
-        ) from None
 
 
 def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:
@@ -49,7 +24,7 @@ def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape
                 f"{tuple(input_shape)}; use model.normalization = 'channel'"
             )
     return build_resnet(
-        spec_for(model_config),
+        model_config.network(),
         num_classes=info.num_classes,
         input_shape=input_shape,
         mean=info.mean,
