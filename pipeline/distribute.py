@@ -29,6 +29,9 @@ class Distribution:
     process_count: int = 1
     # Devices of this process: its part of each global batch is split between them.
     local_replicas: int = 1
+    # What this process's part of every batch must be a multiple of: JAX's DataParallel
+    # splits it evenly between the local devices; TensorFlow's strategies take any size.
+    batch_multiple: int = 1
 
     def any_process(self, flag: bool) -> bool:
         """True on every worker when `flag` is True on any of them (a collective call:
@@ -114,6 +117,7 @@ def _jax_distribution(kind: str) -> Distribution:
         num_replicas=len(devices),
         name="data_parallel",
         local_replicas=len(devices),
+        batch_multiple=len(devices),
     )
 
 
@@ -137,6 +141,7 @@ def _jax_multiworker(jax) -> Distribution:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         local_replicas=jax.local_device_count(),
+        batch_multiple=jax.local_device_count(),
     )
 
 

@@ -6,7 +6,8 @@ from pipeline.config import ExperimentConfig
 from pipeline.datasets.hdf5_format import check_same_build, read_split_info, split_path
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
-from pipeline.io.hdf5_generator import STORAGE_MODES, fits_in_memory
+from pipeline.io.epoch_order import Shard
+from pipeline.io.storage import STORAGE_MODES, fits_in_memory
 
 
 def open_data(config: ExperimentConfig, distribution):
@@ -31,10 +32,7 @@ def open_data(config: ExperimentConfig, distribution):
         shuffle_buffer=data.shuffle_buffer or None,
         workers=data.workers,
     )
-    # JAX splits each batch evenly over its devices; TensorFlow's strategies need not.
-    loading["batch_multiple"] = (
-        distribution.local_replicas if distribution.name in ("data_parallel", "multiworker") else 1
-    )
+    loading["batch_multiple"] = distribution.batch_multiple
     train_path = split_path(data.dataset_dir, data.train_split)
     train_storage = data.storage
     if workers > 1:
@@ -45,10 +43,8 @@ def open_data(config: ExperimentConfig, distribution):
         shuffle=True,
         augment=data.augment,
         seed=training.seed,
-        shard_index=distribution.process_index,
-        num_shards=workers,
         # Workers step together: every one must have the same number of batches.
-        equal_shards=True,
+        shard=Shard(distribution.process_index, workers, equal=True),
         **{**loading, "storage": train_storage},
     )
     val_path = split_path(data.dataset_dir, data.val_split)

@@ -74,7 +74,7 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ('model.preset="resnet7"', "unknown model preset 'resnet7'"),
         ('model.spec={ block = "bottlenck", stages = [1], filters = [8, 8] }', "block must be"),
         ('model.spec={ block = "basic" }', "needs stages, filters too"),
-        ('model.spec={ depth = 3 }', "model.spec keys depth unknown"),
+        ("model.spec={ depth = 3 }", "model.spec keys depth unknown"),
         ('model.spec={ block = "basic", stages = [1], filters = [8] }', "filters needs 2"),
     ],
 )

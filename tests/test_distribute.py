@@ -359,6 +359,7 @@ def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
     digits_dir, some_worker_lacks_memory
 ):
     from pipeline.config import load_config
+    from pipeline.io.epoch_order import Shard
     from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage
     from pipeline.training import open_data
 
@@ -368,9 +369,9 @@ def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
     expected = OutOfCoreStorage if some_worker_lacks_memory else InMemoryStorage
     assert isinstance(train_data.storage, expected)
     assert train_data.batch_size == 32 and train_data.num_samples == 1257 // 2
-    assert (train_data.shard_index, train_data.num_shards) == (1, 2)
+    assert train_data.shard == Shard(1, 2, equal=True)
     # Every worker feeds the whole validation split.
-    assert val_data.num_samples == 180 and val_data.num_shards == 1
+    assert val_data.num_samples == 180 and val_data.shard == Shard()
 
 
 def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):

@@ -1,7 +1,5 @@
 """HDF5DatasetGenerator: shuffled, augmented batches of one HDF5 split (a keras PyDataset)."""
 
-import math
-
 import keras
 import numpy as np
 
@@ -9,28 +7,21 @@ from pipeline.datasets.hdf5_format import read_split_info
 from pipeline.datasets.images import decode_image, resize_and_center_crop
 from pipeline.errors import UserError
 from pipeline.io.augment import Augmenter, CenterCrop, build_augmenter
-from pipeline.io.storage import (
-    IN_MEMORY_SHARE_OF_RAM,
-    InMemoryStorage,
-    OutOfCoreStorage,
-    physical_memory_bytes,
-    stored_image_bytes,
-)
+from pipeline.io.epoch_order import WHOLE_SPLIT, EpochOrder, Shard
+from pipeline.io.storage import open_storage
 
-STORAGE_MODES = ("auto", "memory", "disk")
-# Out-of-core shuffling mixes samples within windows of about this many bytes.
-DEFAULT_SHUFFLE_BUFFER_BYTES = 256 << 20
-# Tags that keep the random streams of ordering and augmentation apart.
-_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+# Tag that keeps augmentation's random stream apart from the ordering's (epoch_order).
+_AUGMENT_STREAM = 1
 
 
 class HDF5DatasetGenerator(keras.utils.PyDataset):
     """Serves every sample of a split (or of this worker's shard) once per epoch.
 
-    - Order: with `shuffle`, epoch e's order is drawn from (seed, e): different
-      every epoch, identical in every run and after a resume. The training loop
-      sets the epoch (`set_epoch`, done by `pipeline.callbacks.LoaderEpochSync`),
-      since Keras calls `on_epoch_end` more than once per epoch.
+    - Order: `pipeline.io.epoch_order.EpochOrder`. With `shuffle`, epoch e's order
+      is drawn from (seed, e): different every epoch, identical in every run and
+      after a resume. `on_epoch_end` moves on to the next epoch, so a plain
+      `model.fit(generator, epochs=N)` reshuffles; train.py also pins the epoch
+      Keras trains (`set_epoch`, via `pipeline.callbacks.LoaderEpochSync`).
     - Position: `set_epoch(e, start_batch=b)` serves the rest of epoch e from
       batch b on, exactly the batches an uninterrupted run would have served,
       augmented identically (augmentation draws come from (seed, e, batch)).
@@ -38,14 +29,10 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
       chunks on demand and shuffles whole blocks, then samples within a window
       of `shuffle_buffer` samples, so memory stays bounded; `auto` picks memory
       when the images take at most a quarter of RAM.
-    - Sharding: worker `shard_index` of `num_shards` gets a disjoint,
-      contiguous part of every epoch's order (the parts cover the epoch).
-      With `equal_shards` every shard serves the same number of samples, as
-      workers that step together need: the order is cut to a multiple of
-      `num_shards` first (fewer than num_shards samples sit out, different
-      ones every shuffled epoch).
+    - Sharding: `shard` (an epoch_order.Shard) gives this worker a disjoint part
+      of every epoch's order.
     - `batch_multiple`: for data-parallel training on several devices, the last
-      batch is cut to a multiple of the device count (see samples_per_epoch).
+      batch is cut to a multiple of the device count (see EpochOrder).
     - Batches: uint8 RGB images and int32 labels; normalisation is in the
       model. JPEG-encoded splits are decoded here; `image_size` is the size
       the model eats (JPEG images are scaled and centre-cropped to it unless
@@ -63,52 +50,34 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         image_size: int | None = None,
         storage: str = "auto",
         shuffle_buffer: int | None = None,
-        shard_index: int = 0,
-        num_shards: int = 1,
-        equal_shards: bool = False,
+        shard: Shard = WHOLE_SPLIT,
         batch_multiple: int = 1,
         **pydataset_options,
     ) -> None:
         super().__init__(**pydataset_options)
         self.info = read_split_info(db_path)
         self.db_path = db_path
-        self.shuffle = shuffle
         self.seed = seed
-        self.shard_index, self.num_shards = _check_shard(shard_index, num_shards)
-        self.equal_shards = equal_shards
-        self.num_samples = len(
-            np.array_split(self._shardable(np.arange(self.info.num_samples)), num_shards)[
-                shard_index
-            ]
-        )
-        if not 1 <= batch_size <= self.num_samples:
-            raise UserError(
-                f"batch_size must be between 1 and the {self.num_samples} samples of "
-                f"{db_path}{' in this shard' if num_shards > 1 else ''}, got {batch_size}"
-            )
-        if batch_size % batch_multiple:
-            raise UserError(
-                f"batch_size {batch_size} must be a multiple of the {batch_multiple} devices "
-                f"training in parallel"
-            )
+        self.shard = shard
         self.batch_size = batch_size
-        # Data-parallel training on JAX splits every batch evenly between devices, so
-        # the last, partial batch is cut to a multiple of their number: fewer than
-        # batch_multiple samples sit out each epoch, different ones every epoch.
-        self.samples_per_epoch = self.num_samples - (self.num_samples % batch_size) % batch_multiple
         self.image_size = _check_image_size(self.info, image_size, db_path)
-        self.augmenter = (
-            augment
-            if isinstance(augment, Augmenter)
-            else build_augmenter(augment or (), covariance=self.info.covariance)
-        )
-        if self.augmenter.sizes_images and self.augmenter.steps[0].size != self.image_size:
-            raise UserError(
-                f"the scale augmentation crops {self.augmenter.steps[0].size} pixels but "
-                f"data.image_size is {self.image_size}: make them equal"
-            )
+        self.augmenter = _augmenter_for(augment, self.info, self.image_size)
         _check_crop(self.augmenter.crop_side, self.image_shape, self.info, image_size)
-        self.storage = self._open_storage(storage, shuffle_buffer)
+        self.storage, disk_layout = open_storage(self.info, storage, shuffle_buffer, batch_size)
+        try:
+            self.order = EpochOrder(
+                self.info.num_samples,
+                batch_size,
+                seed=seed,
+                shuffle=shuffle,
+                disk_layout=disk_layout,
+                shard=shard,
+                batch_multiple=batch_multiple,
+            )
+        except UserError as error:
+            raise UserError(f"{db_path}: {error}") from None
+        self.num_samples = self.order.samples_per_shard
+        self.samples_per_epoch = self.order.samples_per_epoch
         self.epoch = 0
         self.start_batch = 0
         # (epoch, order) swapped as one object, so threaded workers never see
@@ -134,7 +103,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.batch_size)
+        return self.order.batches_per_epoch
 
     def __len__(self) -> int:
         """Batches left in the current epoch (all of them unless resumed mid-epoch)."""
@@ -151,24 +120,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The sample indices this shard serves in `epoch`, in order."""
-        total = self.info.num_samples
-        if not self.shuffle:
-            order = np.arange(total)
-        else:
-            rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
-            if isinstance(self.storage, OutOfCoreStorage):
-                order = windowed_block_order(
-                    total, self.storage.block_rows, self.window_blocks, rng
-                )
-            else:
-                order = rng.permutation(total)
-        return np.array_split(self._shardable(order), self.num_shards)[self.shard_index]
-
-    def _shardable(self, order: np.ndarray) -> np.ndarray:
-        """The part of an epoch's order that is split between the shards."""
-        if not self.equal_shards:
-            return order
-        return order[: len(order) - len(order) % self.num_shards]
+        return self.order(epoch)
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
@@ -176,10 +128,9 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         epoch, batch = self.epoch, self.start_batch + index
         cached_epoch, order = self._cached_order
         if cached_epoch != epoch:
-            order = self.epoch_order(epoch)
+            order = self.order(epoch)
             self._cached_order = (epoch, order)
-        stop = min((batch + 1) * self.batch_size, self.samples_per_epoch)
-        indices = order[batch * self.batch_size : stop]
+        indices = self.order.batch(order, batch)
         return self.load_batch(indices, epoch, batch), self.storage.labels[indices]
 
     def load_batch(self, indices: np.ndarray, epoch: int, batch: int) -> np.ndarray:
@@ -205,66 +156,23 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         return self.storage.labels
 
     def _augment_rng(self, epoch: int, batch: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, batch, self.shard_index])
+        return np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, batch, self.shard.index])
 
-    # -- storage ----------------------------------------------------------------
 
-    def _open_storage(self, mode: str, shuffle_buffer: int | None):
-        if mode not in STORAGE_MODES:
-            raise UserError(f"storage must be one of {STORAGE_MODES}, got {mode!r}")
-        if mode == "auto":
-            mode = "memory" if fits_in_memory(self.db_path) else "disk"
-        if mode == "memory":
-            self.window_blocks = None
-            return InMemoryStorage(self.db_path)
-        bytes_per_image = (
-            int(np.prod(self.info.image_shape))
-            if self.info.image_shape
-            else max(1, stored_image_bytes(self.db_path) // self.info.num_samples)
+def _augmenter_for(augment, info, image_size) -> Augmenter:
+    """The augmentation pipeline of `augment` (a list of steps from the config, or an
+    Augmenter already built), checked against the size the split serves."""
+    augmenter = (
+        augment
+        if isinstance(augment, Augmenter)
+        else build_augmenter(augment or (), covariance=info.covariance)
+    )
+    if augmenter.sizes_images and augmenter.steps[0].size != image_size:
+        raise UserError(
+            f"the scale augmentation crops {augmenter.steps[0].size} pixels but "
+            f"data.image_size is {image_size}: make them equal"
         )
-        buffer = shuffle_buffer or max(1, DEFAULT_SHUFFLE_BUFFER_BYTES // bytes_per_image)
-        block_rows = OutOfCoreStorage.rows_per_block(self.info.image_shape)
-        self.window_blocks = max(1, buffer // block_rows)
-        # Enough blocks for every window a batch can span, plus one window for the
-        # threads that work on the neighbouring batches.
-        windows_per_batch = math.ceil(self.batch_size / (self.window_blocks * block_rows)) + 1
-        return OutOfCoreStorage(
-            self.db_path,
-            image_shape=self.info.image_shape,
-            cache_blocks=(windows_per_batch + 1) * self.window_blocks,
-        )
-
-
-def windowed_block_order(num_samples, block_rows, window_blocks, rng) -> np.ndarray:
-    """A permutation of all samples that reads well from disk.
-
-    Blocks of `block_rows` consecutive samples are shuffled; then the samples
-    of each run of `window_blocks` shuffled blocks are shuffled among
-    themselves. A batch thus touches at most two windows' blocks.
-    """
-    num_blocks = math.ceil(num_samples / block_rows)
-    blocks = rng.permutation(num_blocks)
-    pieces = []
-    for start in range(0, num_blocks, window_blocks):
-        members = np.concatenate(
-            [
-                np.arange(block * block_rows, min(num_samples, (block + 1) * block_rows))
-                for block in blocks[start : start + window_blocks]
-            ]
-        )
-        pieces.append(rng.permutation(members))
-    return np.concatenate(pieces)
-
-
-def fits_in_memory(db_path) -> bool:
-    """Whether `storage = "auto"` keeps this split in memory on this machine."""
-    return stored_image_bytes(db_path) <= IN_MEMORY_SHARE_OF_RAM * physical_memory_bytes()
-
-
-def _check_shard(shard_index: int, num_shards: int) -> tuple[int, int]:
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise UserError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
-    return shard_index, num_shards
+    return augmenter
 
 
 def _check_crop(crop_side, image_shape, info, image_size) -> None:

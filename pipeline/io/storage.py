@@ -5,6 +5,7 @@ that reads them (a forked or spawned worker opens its own handle, since HDF5
 handles do not survive a fork); both are safe to share between threads.
 """
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -12,6 +13,12 @@ from collections import OrderedDict
 import numpy as np
 
 from pipeline.datasets.hdf5_format import chunk_rows_for, open_split
+from pipeline.errors import UserError
+from pipeline.io.epoch_order import DiskLayout
+
+STORAGE_MODES = ("auto", "memory", "disk")
+# Out-of-core shuffling mixes samples within windows of about this many bytes.
+DEFAULT_SHUFFLE_BUFFER_BYTES = 256 << 20
 
 # Out-of-core reads: blocks of about this many bytes, made of whole chunks.
 TARGET_BLOCK_BYTES = 8 << 20
@@ -178,3 +185,40 @@ class OutOfCoreStorage:
         self.cache_blocks = state["cache_blocks"]
         self.labels = state["labels"]
         self._reset_cache()
+
+
+def fits_in_memory(db_path) -> bool:
+    """Whether `storage = "auto"` keeps this split in memory on this machine."""
+    return stored_image_bytes(db_path) <= IN_MEMORY_SHARE_OF_RAM * physical_memory_bytes()
+
+
+def open_storage(info, mode: str, shuffle_buffer: int | None, batch_size: int):
+    """The storage of split `info` for `mode` ("auto", "memory" or "disk"), and the
+    DiskLayout a shuffled epoch order must follow to read it well (None in memory).
+
+    Out of core, `shuffle_buffer` samples (default: about 256 MiB of them) are mixed
+    in each window of whole blocks, and the cache holds every window a batch of
+    `batch_size` can span, plus one for the threads on the neighbouring batches.
+    """
+    if mode not in STORAGE_MODES:
+        raise UserError(f"storage must be one of {STORAGE_MODES}, got {mode!r}")
+    if mode == "auto":
+        mode = "memory" if fits_in_memory(info.path) else "disk"
+    if mode == "memory":
+        return InMemoryStorage(info.path), None
+    bytes_per_image = (
+        int(np.prod(info.image_shape))
+        if info.image_shape
+        else max(1, stored_image_bytes(info.path) // info.num_samples)
+    )
+    buffer = shuffle_buffer or max(1, DEFAULT_SHUFFLE_BUFFER_BYTES // bytes_per_image)
+    block_rows = OutOfCoreStorage.rows_per_block(info.image_shape)
+    layout = DiskLayout(block_rows, window_blocks=max(1, buffer // block_rows))
+    window_rows = layout.window_blocks * block_rows
+    windows_per_batch = math.ceil(batch_size / window_rows) + 1
+    storage = OutOfCoreStorage(
+        info.path,
+        image_shape=info.image_shape,
+        cache_blocks=(windows_per_batch + 1) * layout.window_blocks,
+    )
+    return storage, layout

@@ -12,8 +12,9 @@ from pipeline.datasets import hdf5_format
 from pipeline.datasets.hdf5_format import SplitWriter
 from pipeline.datasets.images import encode_jpeg
 from pipeline.errors import UserError
-from pipeline.io import hdf5_generator, storage
-from pipeline.io.hdf5_generator import HDF5DatasetGenerator, windowed_block_order
+from pipeline.io import storage
+from pipeline.io.epoch_order import Shard, windowed_block_order
+from pipeline.io.hdf5_generator import HDF5DatasetGenerator
 from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage, stored_image_bytes
 from tests.conftest import numbered_images, write_split_file
 
@@ -97,7 +98,7 @@ def test_the_fixture_has_many_blocks_in_disk_mode(split_path):
     generator = make_generator(split_path, "disk")
     assert isinstance(generator.storage, OutOfCoreStorage)
     assert generator.storage.block_rows == BLOCK_ROWS
-    assert generator.window_blocks == WINDOW_BLOCKS
+    assert generator.order.disk_layout.window_blocks == WINDOW_BLOCKS
     assert 2 * WINDOW_BLOCKS <= generator.storage.cache_blocks < NUM_BLOCKS
     assert isinstance(make_generator(split_path, "memory").storage, InMemoryStorage)
 
@@ -253,7 +254,7 @@ def test_auto_keeps_a_small_split_in_memory(split_path):
 
 
 def test_auto_reads_from_disk_when_memory_is_small(split_path, monkeypatch):
-    monkeypatch.setattr(hdf5_generator, "physical_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(storage, "physical_memory_bytes", lambda: 1000)
     generator = make_generator(split_path, "auto")
     assert isinstance(generator.storage, OutOfCoreStorage)
     assert sorted(served_order(generator)) == list(range(NUM_SAMPLES))
@@ -261,9 +262,9 @@ def test_auto_reads_from_disk_when_memory_is_small(split_path, monkeypatch):
 
 def test_auto_keeps_in_memory_up_to_a_quarter_of_ram(split_path, monkeypatch):
     image_bytes = stored_image_bytes(split_path)
-    monkeypatch.setattr(hdf5_generator, "physical_memory_bytes", lambda: 4 * image_bytes)
+    monkeypatch.setattr(storage, "physical_memory_bytes", lambda: 4 * image_bytes)
     assert isinstance(make_generator(split_path, "auto").storage, InMemoryStorage)
-    monkeypatch.setattr(hdf5_generator, "physical_memory_bytes", lambda: 4 * image_bytes - 4)
+    monkeypatch.setattr(storage, "physical_memory_bytes", lambda: 4 * image_bytes - 4)
     assert isinstance(make_generator(split_path, "auto").storage, OutOfCoreStorage)
 
 
@@ -273,7 +274,7 @@ def test_auto_keeps_in_memory_up_to_a_quarter_of_ram(split_path, monkeypatch):
 @pytest.mark.parametrize("storage_mode", ["memory", "disk"])
 def test_shards_are_disjoint_cover_the_epoch_and_differ_in_size_by_one(split_path, storage_mode):
     shards = [
-        make_generator(split_path, storage_mode, shard_index=index, num_shards=3, batch_size=16)
+        make_generator(split_path, storage_mode, shard=Shard(index, 3), batch_size=16)
         for index in range(3)
     ]
     assert [shard.num_samples for shard in shards] == [101, 100, 100]
@@ -303,14 +304,7 @@ def test_equal_shards_serve_the_same_number_of_batches_and_rotate_the_left_out(
     """Workers that step together need equal shards: 301 samples in 3 shards of 100,
     the one left out changes from epoch to epoch."""
     shards = [
-        make_generator(
-            split_path,
-            storage_mode,
-            shard_index=index,
-            num_shards=3,
-            equal_shards=True,
-            batch_size=16,
-        )  # fmt: skip
+        make_generator(split_path, storage_mode, shard=Shard(index, 3, equal=True), batch_size=16)
         for index in range(3)
     ]
     assert [shard.num_samples for shard in shards] == [100, 100, 100]
@@ -330,13 +324,16 @@ def test_equal_shards_serve_the_same_number_of_batches_and_rotate_the_left_out(
 
 @pytest.mark.parametrize(("shard_index", "num_shards"), [(3, 3), (-1, 3), (0, 0)])
 def test_bad_shard_is_a_user_error(split_path, shard_index, num_shards):
-    with pytest.raises(UserError, match="shard_index must be in"):
-        make_generator(split_path, "memory", shard_index=shard_index, num_shards=num_shards)
+    with pytest.raises(UserError, match="shard index must be in"):
+        make_generator(split_path, "memory", shard=Shard(shard_index, num_shards))
 
 
 def test_batch_larger_than_the_shard_is_a_user_error(split_path):
-    with pytest.raises(UserError, match="the 100 samples of .* in this shard"):
-        make_generator(split_path, "memory", shard_index=1, num_shards=3, batch_size=101)
+    with pytest.raises(
+        UserError,
+        match=r"train\.h5: batch_size must be between 1 and the 100 samples in this shard",
+    ):
+        make_generator(split_path, "memory", shard=Shard(1, 3), batch_size=101)
 
 
 # -- position and augmentation ---------------------------------------------------------------
