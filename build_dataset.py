@@ -1,7 +1,7 @@
 """Build a data set into HDF5 splits (train.h5, val.h5, test.h5) with its statistics.
 
     python build_dataset.py --dataset digits
-    python build_dataset.py --dataset cifar10 --source cifar-10-python.tar.gz --val-size 5000
+    python build_dataset.py --dataset cifar10 --source cifar-10-python.tar.gz
     python build_dataset.py --dataset tiny-imagenet --source tiny-imagenet-200
     python build_dataset.py --dataset caltech256 --source 256_ObjectCategories --encoding jpeg
     python build_dataset.py --dataset folder --source imagenet/train \\
@@ -28,7 +28,9 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     parser.add_argument("--image-size", type=int, help="shorter side to this, then centre crop")
     parser.add_argument("--encoding", choices=["raw", "jpeg"], help="store pixels or JPEG bytes")
-    parser.add_argument("--val-size", type=int, help="CIFAR: val images carved from train")
+    parser.add_argument(
+        "--val-size", type=int, help="CIFAR: val images carved from train (default a tenth; 0: none)"
+    )
     parser.add_argument("--label-mode", choices=["fine", "coarse"], help="CIFAR-100 labels")
     parser.add_argument("--val-fraction", type=float, help="val share of each class")
     parser.add_argument("--test-fraction", type=float, help="test share of each class")

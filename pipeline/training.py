@@ -16,6 +16,7 @@ import keras
 
 from pipeline.callbacks import TrainingInterrupted
 from pipeline.config import ExperimentConfig
+from pipeline.datasets.hdf5_format import split_path
 from pipeline.distribute import (
     resolve_jit_compile,
     seed_everything,
@@ -150,6 +151,9 @@ def _record_start(setup: FitSetup, notes) -> None:
         f"{where}; training {setup.model.name} to epoch {training.epochs}, learning rate "
         f"{_first_rate(setup, training):g} ({describe_rule(training)})",
     )
+    if setup.val_data is None:
+        val_path = split_path(config.data.dataset_dir, config.data.val_split)
+        _log(run_dir, f"no validation split ({val_path} does not exist): training without one")
     if abandoned:
         _log(run_dir, f"what came after {start.checkpoint.name} was moved to {abandoned}")
     if previous and start.checkpoint:

@@ -49,7 +49,9 @@ def open_data(config: ExperimentConfig, distribution):
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
-    if val_path.exists():
+    if not val_path.exists():
+        _refuse_validation_settings(training, val_path)
+    else:
         val_batch = min(batch_size, read_split_info(val_path).num_samples)
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
@@ -75,3 +77,20 @@ def _agreed_storage(storage: str, train_path: Path, distribution) -> str:
     if storage != "auto":
         return storage
     return "disk" if too_large else "memory"
+
+
+def _refuse_validation_settings(training, val_path: Path) -> None:
+    """Without a validation split, settings that watch a val_ metric would never act
+    (Keras only warns, once per epoch): refuse them, naming the setting."""
+    watched = {"training.best_metric": training.best_metric}
+    if training.schedule == "plateau":
+        watched["training.plateau_monitor"] = training.plateau_monitor
+    if training.early_stopping_patience:
+        watched["training.early_stopping_monitor"] = training.early_stopping_monitor
+    for key, metric in watched.items():
+        if metric.startswith("val_"):
+            raise UserError(
+                f"{key} = {metric!r} watches the validation split, but {val_path} does not "
+                f"exist; build one (build_dataset.py, e.g. --val-size) or watch a training "
+                f"metric ({metric.removeprefix('val_')!r})"
+            )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ codes["good"] = train.main(["--checkpoints", diverging, "--epochs", "1", *common
                             "--set", "training.checkpoint_every=1"])
 codes["diverged"] = train.main(["--checkpoints", diverging, "--resume", "--epochs", "3",
                                 "--lr", "1e30"])
+# A data set without a val split: settings that watch one are refused; training runs
+# without validation and says so.
+no_val = ["--checkpoints", sys.argv[5], "--epochs", "1", *common,
+          "--set", f"data.dataset_dir={sys.argv[4]}"]
+codes["watching"] = train.main([*no_val, "--set", 'training.best_metric="val_accuracy"'])
+codes["no_val"] = train.main(no_val)
 print("CODES " + json.dumps(codes))
 """.replace("TINY", repr(TINY))
 
@@ -34,15 +41,20 @@ def test_going_back_sets_the_branch_aside_and_a_diverged_run_fails_with_its_last
     tmp_path, digits_dir
 ):
     run_dir, diverging = tmp_path / "run", tmp_path / "diverging"
+    no_val_data, no_val_run = tmp_path / "no_val_data", tmp_path / "no_val_run"
+    shutil.copytree(digits_dir, no_val_data, ignore=shutil.ignore_patterns("val.h5"))
     completed = subprocess.run(
-        [sys.executable, "-c", BRANCHES, str(digits_dir), str(run_dir), str(diverging)],
+        [sys.executable, "-c", BRANCHES, str(digits_dir), str(run_dir), str(diverging),
+         str(no_val_data), str(no_val_run)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(text for text in completed.stdout.splitlines() if text.startswith("CODES "))
     codes = json.loads(line.removeprefix("CODES "))
-    assert codes == {"first": 0, "back": 0, "refused": 2, "good": 0, "diverged": 3}
+    assert codes == {
+        "first": 0, "back": 0, "refused": 2, "good": 0, "diverged": 3, "watching": 2, "no_val": 0
+    }  # fmt: skip
 
     # Epochs 1-6, back to 2, on to 4: the abandoned branch's 4 and 6 are set aside.
     abandoned = list((run_dir / "abandoned").iterdir())
@@ -67,8 +79,18 @@ def test_going_back_sets_the_branch_aside_and_a_diverged_run_fails_with_its_last
 
     # A diverged run: exit 3 with one line saying what to do; its last good checkpoint
     # stays the latest, and no checkpoint holds the diverged weights.
-    assert len(refusals) == 2 and "training diverged in epoch 2" in refusals[1]
+    assert len(refusals) == 3 and "training diverged in epoch 2" in refusals[1]
     assert f"--checkpoints {diverging} --resume --lr " in refusals[1]
     latest = json.loads((diverging / "latest.json").read_text())
     assert latest["checkpoint"] == "epoch_0001.keras"
     assert sorted(path.name for path in diverging.glob("*.keras")) == ["epoch_0001.keras"]
+
+    # Without a val split.
+    assert refusals[2] == (
+        f"error: training.best_metric = 'val_accuracy' watches the validation split, but "
+        f"{no_val_data / 'val.h5'} does not exist; build one (build_dataset.py, e.g. "
+        f"--val-size) or watch a training metric ('accuracy')"
+    )
+    no_val_log = (no_val_run / "train.log").read_text()
+    assert f"no validation split ({no_val_data / 'val.h5'} does not exist)" in no_val_log
+    assert "val_loss" not in json.loads((no_val_run / "history.json").read_text())

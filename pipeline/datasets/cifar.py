@@ -33,6 +33,8 @@ IMAGE_SIDE = 32
 PLANE_SIZE = IMAGE_SIDE * IMAGE_SIDE
 ROW_SIZE = 3 * PLANE_SIZE
 DOWNLOAD_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+# Without --val-size, this share of train becomes the validation split (5,000 of 50,000).
+DEFAULT_VAL_SHARE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +326,9 @@ def check_options(dataset: str, label_mode: str, val_size, source) -> CifarLayou
             f"label mode {label_mode!r} does not exist for {dataset}; "
             f"choose one of {', '.join(layout.label_keys)}"
         )
-    if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) or val_size < 0:
+    if val_size is not None and (
+        isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) or val_size < 0
+    ):
         raise UserError(f"--val-size must be a whole number >= 0, got {val_size!r}")
     if source is None or str(source) == "":
         raise UserError(
@@ -332,6 +336,12 @@ def check_options(dataset: str, label_mode: str, val_size, source) -> CifarLayou
             f"with the downloaded archive or folder: {layout.describe()}"
         )
     return layout
+
+
+def default_val_size(labels: np.ndarray) -> int:
+    """The validation images carved when --val-size is not given: a tenth of train (the
+    papers' 45k/5k split of CIFAR's 50,000), and at least one image per class."""
+    return max(round(DEFAULT_VAL_SHARE * len(labels)), len(np.unique(labels)))
 
 
 def carve_validation(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> dict:
@@ -347,7 +357,8 @@ def carve_validation(images: np.ndarray, labels: np.ndarray, val_size: int, seed
     except ValueError as error:
         raise UserError(
             f"--val-size {val_size} cannot be carved stratified from {len(images)} training "
-            f"images of {len(np.unique(labels))} classes: {_one_line(error)}"
+            f"images of {len(np.unique(labels))} classes: {_one_line(error)} (--val-size 0 "
+            f"keeps all of train and builds no validation split)"
         ) from None
     return {"train": (train_images, train_labels), "val": (val_images, val_labels)}
 
@@ -358,7 +369,7 @@ def build(
     source,
     dataset: str = "cifar10",
     label_mode: str = "fine",
-    val_size: int = 0,
+    val_size: int | None = None,
     seed: int = 0,
     overwrite: bool = False,
 ) -> dict:
@@ -367,7 +378,8 @@ def build(
     `source` is the archive, its extracted folder or the folder that holds it.
     `label_mode` picks CIFAR-100's "fine" (100) or "coarse" (20) classes.
     `val_size` > 0 carves a stratified validation split of that many images out
-    of train (seeded by `seed`); 0 keeps all of train, in file order.
+    of train (seeded by `seed`); 0 keeps all of train, in file order; None (the
+    default) carves a tenth of train: 5,000 images of the official 50,000.
     Returns the build summary of `write_in_memory_dataset`.
     """
     layout = check_options(dataset, label_mode, val_size, source)
@@ -380,6 +392,8 @@ def build(
     )
     test = join_batches([read_batch(files[layout.test_file], labels_key, len(class_names))])
     splits = {"train": train}
+    if val_size is None:
+        val_size = default_val_size(train[1])
     if val_size > 0:
         splits = carve_validation(*train, int(val_size), seed)
     splits["test"] = test

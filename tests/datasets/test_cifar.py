@@ -141,7 +141,11 @@ def write_cifar100(root, dump=dump_protocol_2) -> FakeDownload:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(100)
     train_rows, test_rows = random_rows(rng, CIFAR100_TRAIN_IMAGES), random_rows(rng, 10)
-    train_fine = rng.integers(0, 100, CIFAR100_TRAIN_IMAGES)
+    # 20 of the 100 classes, two images each, shuffled: enough for the default
+    # validation split's one image per class.
+    train_fine = rng.permutation(
+        np.repeat(rng.choice(100, CIFAR100_TRAIN_IMAGES // 2, replace=False), 2)
+    )
     test_fine = rng.integers(0, 100, CIFAR100_TEST_IMAGES)
     # Not CIFAR-100's real grouping; any mapping tells fine from coarse labels apart.
     train_coarse, test_coarse = train_fine // 5, test_fine // 5
@@ -240,7 +244,7 @@ def cifar100(tmp_path):
 def test_cifar10_splits_hold_every_pixel_and_label_of_the_download(tmp_path, cifar10, kind):
     source = source_of(cifar10, kind)
     output = tmp_path / "out"
-    summary = cifar.build(output, source=source)
+    summary = cifar.build(output, source=source, val_size=0)
     assert summary["images_per_split"] == {"train": 30, "test": 9}
     assert summary["num_classes"] == 10
     assert not split_path(output, "val").exists()
@@ -261,7 +265,7 @@ def test_cifar10_splits_hold_every_pixel_and_label_of_the_download(tmp_path, cif
 
 
 def test_channels_are_rgb_and_images_are_not_transposed(tmp_path, cifar10):
-    cifar.build(tmp_path / "out", source=cifar10.folder)
+    cifar.build(tmp_path / "out", source=cifar10.folder, val_size=0)
     image = read(tmp_path / "out", "train")[0][0]
     assert (image[..., 0] == 255).all()
     assert (image[..., 1] == 0).all()
@@ -275,7 +279,7 @@ def test_official_python2_pickles_with_numpy1_names_load_the_same(tmp_path):
     pickled_batch = (download.folder / "data_batch_1").read_bytes()
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in pickled_batch
     assert b"_codecs" not in pickled_batch
-    cifar.build(tmp_path / "out", source=download.folder)
+    cifar.build(tmp_path / "out", source=download.folder, val_size=0)
     train_images, train_labels = read(tmp_path / "out", "train")
     np.testing.assert_array_equal(train_images, expected_rgb(download.train_rows))
     np.testing.assert_array_equal(train_labels, download.train_labels["fine"])
@@ -288,7 +292,11 @@ def test_official_python2_pickles_with_numpy1_names_load_the_same(tmp_path):
 def test_cifar100_uses_the_labels_and_names_of_the_label_mode(tmp_path, cifar100, kind, label_mode):
     output = tmp_path / "out"
     summary = cifar.build(
-        output, source=source_of(cifar100, kind), dataset="cifar100", label_mode=label_mode
+        output,
+        source=source_of(cifar100, kind),
+        dataset="cifar100",
+        label_mode=label_mode,
+        val_size=0,
     )
     assert summary["num_classes"] == {"fine": 100, "coarse": 20}[label_mode]
     for split, rows, labels in (
@@ -338,6 +346,37 @@ def test_val_size_carves_a_stratified_reproducible_validation_split(tmp_path, ci
     np.testing.assert_array_equal(read(tmp_path / "again", "train")[0], train_images)
     other_val_images, _ = read(tmp_path / "other", "val")
     assert not np.array_equal(other_val_images, val_images)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_without_val_size_a_tenth_of_train_becomes_a_stratified_validation_split(
+    tmp_path, cifar10, cifar100, dataset
+):
+    download = {"cifar10": cifar10, "cifar100": cifar100}[dataset]
+    summary = cifar.build(tmp_path / "out", source=download.folder, dataset=dataset)
+    labels = download.train_labels["fine"]
+    classes = len(np.unique(labels))
+    # A tenth, but at least one image of every class (the official 50,000 give 5,000).
+    expected_val = max(round(len(labels) / 10), classes)
+    assert summary["images_per_split"] == {
+        "train": len(labels) - expected_val,
+        "val": expected_val,
+        "test": len(download.test_rows),
+    }
+    train_images, train_labels = read(tmp_path / "out", "train")
+    val_images, val_labels = read(tmp_path / "out", "val")
+    assert set(val_labels.tolist()) == set(labels.tolist())
+    carved = image_label_pairs(
+        np.concatenate([train_images, val_images]), np.concatenate([train_labels, val_labels])
+    )
+    assert carved == image_label_pairs(expected_rgb(download.train_rows), labels)
+    assert cifar.default_val_size(np.arange(50_000) % 100) == 5000
+
+
+def test_val_size_0_keeps_all_of_train_and_builds_no_validation_split(tmp_path, cifar100):
+    summary = cifar.build(tmp_path / "out", source=cifar100.folder, dataset="cifar100", val_size=0)
+    assert summary["images_per_split"] == {"train": 40, "test": 10}
+    assert not split_path(tmp_path / "out", "val").exists()
 
 
 @pytest.mark.parametrize(
