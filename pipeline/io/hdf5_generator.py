@@ -102,6 +102,11 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         self.set_epoch(self.epoch + 1)
 
     @property
+    def shuffle(self) -> bool:
+        """Whether every epoch has its own order (False: file order, as evaluation needs)."""
+        return self.order.shuffle
+
+    @property
     def batches_per_epoch(self) -> int:
         return self.order.batches_per_epoch
 
