@@ -42,10 +42,20 @@ def load_keras():
     with _stderr_held() as held:
         try:
             import keras
+
+            _import_tensorflow_beside(keras)
         except BaseException:
             held.replay()
             raise
     return keras
+
+
+def _import_tensorflow_beside(keras) -> None:
+    """Keras imports TensorFlow lazily wherever it is installed, whatever the backend
+    (keras.utils.set_random_seed seeds it too), and its start-up lines would come then:
+    import it now, while they are held."""
+    if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow"):
+        import tensorflow  # noqa: F401
 
 
 def check_backend() -> None:

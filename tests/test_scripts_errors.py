@@ -1,5 +1,6 @@
 """Bad input to the scripts: one line on stderr, exit code 2, no traceback, nothing lost."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -144,8 +145,22 @@ def test_train_decay_refuses_a_config_that_names_another_schedule(capsys, tmp_pa
     assert_one_line_error(capsys, code, "always trains with polynomial decay", "train.py")
 
 
-def test_a_training_run_prints_no_framework_lines(tmp_path, digits_dir):
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "tensorflow",
+        pytest.param(
+            "jax",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("jax") is None, reason="jax is not installed"
+            ),
+        ),
+    ],
+)
+def test_a_training_run_prints_no_framework_lines(tmp_path, digits_dir, backend):
+    # On JAX too: Keras imports TensorFlow lazily wherever it is installed.
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["KERAS_BACKEND"] = backend
     tiny = 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }'
     completed = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "--checkpoints", str(tmp_path / "run"),
