@@ -29,7 +29,7 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--image-size", type=int, help="shorter side to this, then centre crop")
     parser.add_argument("--encoding", choices=["raw", "jpeg"], help="store pixels or JPEG bytes")
     parser.add_argument(
-        "--val-size", type=int, help="CIFAR: val images carved from train (default a tenth; 0: none)"
+        "--val-size", type=int, help="CIFAR: val images carved from train (default: a tenth)"
     )
     parser.add_argument("--label-mode", choices=["fine", "coarse"], help="CIFAR-100 labels")
     parser.add_argument("--val-fraction", type=float, help="val share of each class")
