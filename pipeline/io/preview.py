@@ -12,8 +12,11 @@ from pipeline.io.hdf5_generator import HDF5DatasetGenerator
 # Cells are enlarged to at least this many pixels (nearest neighbour), so 32x32 is visible.
 MIN_CELL_PIXELS = 96
 GAP_PIXELS = 4
-# The white strip above the grid: a title line and the column captions.
-HEADER_PIXELS = 44
+# The white strip above the grid: title lines (wrapped to the grid's width), then the
+# column captions.
+TITLE_LINE_PIXELS, CAPTION_PIXELS = 18, 26
+TITLE_SCALE, CAPTION_SCALE = 0.45, 0.4
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def augmentation_grid(
@@ -35,7 +38,9 @@ def augmentation_grid(
             augmented.load_batch(np.array([pick]), 0, version)[0] for version in range(versions)
         ]
         rows.append(cells)
-    captions = ["stored"] + [f"augmented {version + 1}" for version in range(versions)]
+    # Without augmentation every column is the stored image, and the captions say so.
+    label = "augmented" if data.augment else "unchanged"
+    captions = ["stored"] + [f"{label} {version + 1}" for version in range(versions)]
     return with_header(tile(rows), describe_augmentation(data.augment), captions, len(rows[0]))
 
 
@@ -51,15 +56,33 @@ def describe_augmentation(augment) -> str:
 
 
 def with_header(grid: np.ndarray, title: str, captions: list[str], columns: int) -> np.ndarray:
-    """The grid under a white strip holding a title line and a caption over each column."""
-    header = np.full((HEADER_PIXELS, grid.shape[1], 3), 255, np.uint8)
-    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
-    cv2.putText(header, title, (GAP_PIXELS, 16), font, 0.45, black, 1, cv2.LINE_AA)
+    """The grid under a white strip holding the title (wrapped to the grid's width) and
+    a caption over each column."""
+    title_lines = wrap_text(title, grid.shape[1] - 2 * GAP_PIXELS, TITLE_SCALE)
+    height = len(title_lines) * TITLE_LINE_PIXELS + CAPTION_PIXELS
+    header = np.full((height, grid.shape[1], 3), 255, np.uint8)
+    black = (0, 0, 0)
+    for index, line in enumerate(title_lines):
+        baseline = (index + 1) * TITLE_LINE_PIXELS - 2
+        cv2.putText(header, line, (GAP_PIXELS, baseline), FONT, TITLE_SCALE, black, 1, cv2.LINE_AA)
     column_width = (grid.shape[1] - GAP_PIXELS) // columns
     for index, caption in enumerate(captions):
         left = GAP_PIXELS + index * column_width
-        cv2.putText(header, caption, (left, 38), font, 0.4, black, 1, cv2.LINE_AA)
+        cv2.putText(header, caption, (left, height - 6), FONT, CAPTION_SCALE, black, 1, cv2.LINE_AA)
     return np.concatenate([header, grid])
+
+
+def wrap_text(text: str, width: int, scale: float) -> list[str]:
+    """`text` in lines no wider than `width` pixels (a word wider than that gets a line
+    of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(candidate, FONT, scale, 1)[0][0] <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def tile(rows: list[list[np.ndarray]]) -> np.ndarray:

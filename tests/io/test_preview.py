@@ -3,7 +3,7 @@ import numpy as np
 
 import show_augmentation
 from pipeline.datasets.hdf5_format import open_split, split_path
-from pipeline.io.preview import GAP_PIXELS, HEADER_PIXELS, MIN_CELL_PIXELS
+from pipeline.io.preview import FONT, GAP_PIXELS, MIN_CELL_PIXELS, wrap_text
 
 
 def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir, capsys):
@@ -18,15 +18,12 @@ def test_writes_a_grid_of_originals_and_their_augmentations(tmp_path, digits_dir
     assert code == 0 and str(output) in capsys.readouterr().out
     picture = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
     # A caption strip on top: the augmentations, then "stored", "augmented 1", ...
-    header, grid = picture[:HEADER_PIXELS], picture[HEADER_PIXELS:]
-    assert header.min() < 128  # text was drawn
     scale = -(-MIN_CELL_PIXELS // 32)
     cell = 32 * scale
-    assert grid.shape == (
-        3 * (cell + GAP_PIXELS) + GAP_PIXELS,
-        3 * (cell + GAP_PIXELS) + GAP_PIXELS,
-        3,
-    )
+    side = 3 * (cell + GAP_PIXELS) + GAP_PIXELS
+    header, grid = picture[:-side], picture[-side:]
+    assert header.min() < 128  # text was drawn
+    assert grid.shape == (side, side, 3)
     original = grid[GAP_PIXELS : GAP_PIXELS + cell, GAP_PIXELS : GAP_PIXELS + cell][
         ::scale, ::scale
     ]
@@ -57,3 +54,11 @@ def test_the_caption_line_names_each_augmentation():
         "data.augment: pad_crop(pad=4), flip"
     )
     assert describe_augmentation(()).startswith("no augmentation")
+
+
+def test_the_title_wraps_to_the_width_of_a_narrow_grid():
+    title = "no augmentation (data.augment is empty): every column is the stored image"
+    lines = wrap_text(title, 300, 0.45)
+    assert len(lines) > 1 and " ".join(lines) == title
+    assert all(cv2.getTextSize(line, FONT, 0.45, 1)[0][0] <= 300 for line in lines)
+    assert wrap_text("short", 300, 0.45) == ["short"]
