@@ -119,7 +119,7 @@ def evaluate(
         split_file,
         min(batch_size, info.num_samples),
         shuffle=False,
-        image_size=_read_size(info, mode, crop_size, scales),
+        image_size=serving_size(info, mode, crop_size, scales),
     )
     # The other modes make their own views of the stored images.
     shape = generator.image_shape if mode == "center" else None
@@ -149,7 +149,7 @@ def check_class_names(model_path, info) -> None:
     )
 
 
-def _read_size(info, mode: str, crop_size, scales):
+def serving_size(info, mode: str, crop_size, scales):
     """The size (shorter side, centre square) the generator brings images to; None: as stored."""
     if info.encoding == "jpeg":
         if mode == "center":

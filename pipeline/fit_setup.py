@@ -69,12 +69,13 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
         setup.run_dir,
         start.epoch,
         resumed_epoch_rate=start.state.get("epoch_rate") if start.batch else None,
+        resumed_epoch_seconds=float(start.state.get("epoch_seconds", 0.0)) if start.batch else 0.0,
         rate_changes=[(c.epoch + c.batch / batches, c.rate) for c in rate_changes(training)],
     )
 
     def state() -> dict:
         # The current epoch's first rate: the history row of an epoch resumed mid-way.
-        dynamic = {"epoch_rate": monitor.epoch_rate}
+        dynamic = {"epoch_rate": monitor.epoch_rate, "epoch_seconds": monitor.epoch_seconds()}
         if plateau:
             dynamic["plateau"] = plateau.counters()
         return {**saved, **dynamic}

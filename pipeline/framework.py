@@ -39,7 +39,7 @@ def load_keras():
 
         return keras
     # TF_CPP_MIN_LOG_LEVEL (the cuInit line of the first op) is set by pipeline/__init__.
-    with _stderr_held() as held:
+    with stderr_held() as held:
         try:
             import keras
 
@@ -85,7 +85,7 @@ class _Held:
 
 
 @contextlib.contextmanager
-def _stderr_held():
+def stderr_held():
     """Send file descriptor 2 (where the C++ libraries write) to a temporary file."""
     sys.stderr.flush()
     saved = os.dup(2)

@@ -1,5 +1,6 @@
 """TrainingMonitor: the history (history.json, history.csv, training.png), every epoch."""
 
+import time
 from pathlib import Path
 
 import keras
@@ -20,6 +21,9 @@ class TrainingMonitor(keras.callbacks.Callback):
     it. An epoch resumed mid-way keeps the rate it began with (`resumed_epoch_rate`, saved
     with the interrupt), so its row reads as an uninterrupted run's. `rate_changes`
     ((position in epochs, rate) of each --lr) are marked on the plot.
+
+    `seconds`: the epoch's training time (validation included); an epoch resumed mid-way
+    adds the time before the interrupt (`resumed_epoch_seconds`, saved with it).
     """
 
     def __init__(
@@ -28,6 +32,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         start_epoch: int = 0,
         *,
         resumed_epoch_rate: float | None = None,
+        resumed_epoch_seconds: float = 0.0,
         rate_changes=(),
     ) -> None:
         super().__init__()
@@ -37,6 +42,8 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.resumed_epoch_rate = resumed_epoch_rate
         self.rate_changes = list(rate_changes)
         self.epoch_rate = None
+        self.resumed_epoch_seconds = resumed_epoch_seconds
+        self._epoch_began, self._carried_seconds = time.monotonic(), 0.0
 
     def on_train_begin(self, logs=None):
         self.history = load_history(self.run_dir, self.start_epoch)
@@ -44,9 +51,16 @@ class TrainingMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         resumed, self.resumed_epoch_rate = self.resumed_epoch_rate, None
         self.epoch_rate = resumed if resumed is not None else learning_rate_of(self.model)
+        self._carried_seconds, self.resumed_epoch_seconds = self.resumed_epoch_seconds, 0.0
+        self._epoch_began = time.monotonic()
+
+    def epoch_seconds(self) -> float:
+        """The current epoch's training time so far (saved with an interrupt)."""
+        return self._carried_seconds + time.monotonic() - self._epoch_began
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, "learning_rate": self.epoch_rate}
+        record["seconds"] = round(self.epoch_seconds(), 3)
         # ReduceLROnPlateau adds its (possibly lowered) rate to the logs: not this epoch's.
         logs = {key: value for key, value in (logs or {}).items() if key != "learning_rate"}
         record.update({key: float(value) for key, value in logs.items()})
