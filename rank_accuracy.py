@@ -4,6 +4,9 @@ python rank_accuracy.py                      # latest checkpoint, test split
 python rank_accuracy.py --checkpoints output/decay   # that run's latest checkpoint
 python rank_accuracy.py --model output/checkpoints/epoch_0030.keras --report report.json
 
+A run whose preset states an expected result ([expected] in config/*.toml) gets the
+measured figures beside it: the difference, and whether it falls in the source's spread.
+
 The data scored is the one the checkpoint was trained on (its state records it),
 unless --dataset names another.
 python rank_accuracy.py --mode ten_crop      # corners + centre, mirrored, scores averaged
@@ -18,6 +21,7 @@ from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
 from pipeline.evaluation_target import evaluation_target
 from pipeline.framework import load_keras
+from pipeline.reproduction import compare_with_expected, expected_for, format_comparison
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -69,6 +73,15 @@ def main(argv=None):
         scales=args.scales,
     )
     print(format_report(report))
+    expected, note = expected_for(
+        target.model_path, config, args.config is not None, target.split_file
+    )
+    if note:
+        print(f"note: {note}")
+    if expected is not None:
+        # The run's preset states what it should reach: the measured figures beside it.
+        report["reproduction"] = compare_with_expected(report, expected)
+        print(format_comparison(report["reproduction"]))
     if args.per_class:
         print(report["classification_report_text"])
     confusion = args.confusion

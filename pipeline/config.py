@@ -262,6 +262,51 @@ def _check_rate_changes(training: "TrainingConfig") -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpectedConfig:
+    """The result a preset should reach, as data: rank_accuracy.py puts the measured
+    figures beside it. Fractions (0.9339 is 93.39%); 0 where the source gives none.
+
+    `rank_1` is the figure to compare with (a mean over runs where the source gives
+    one); `rank_1_low` .. `rank_1_high` the spread the source reports (e.g. mean - std ..
+    its best run), both 0 when it reports a single run.
+    """
+
+    rank_1: float = 0.0
+    rank_1_low: float = 0.0
+    rank_1_high: float = 0.0
+    rank_5: float = 0.0
+    # The split and evaluation mode the figures are for: others are not compared.
+    split: str = "test"
+    mode: str = "center"
+    # Where the figures come from: a paper's table, a reference run, this project's runs.
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("rank_1", "rank_1_low", "rank_1_high", "rank_5"):
+            value = getattr(self, key)
+            _require(
+                math.isfinite(value) and 0 <= value <= 1,
+                f"expected.{key} must be a fraction in [0, 1] (0.9339 for 93.39%), got {value}",
+            )
+        spread = (self.rank_1_low, self.rank_1_high)
+        if spread != (0.0, 0.0):
+            _require(
+                self.rank_1_low <= self.rank_1 <= self.rank_1_high,
+                f"expected.rank_1 {self.rank_1} must lie in its spread "
+                f"[{self.rank_1_low}, {self.rank_1_high}]",
+            )
+        _choice("expected.mode", self.mode, ("center", "ten_crop", "multi_scale"))
+        _require(
+            not self.rank_1 or self.source,
+            "expected.source must say where the expected figures come from",
+        )
+
+    @property
+    def stated(self) -> bool:
+        return self.rank_1 > 0
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """One experiment: data, model and training, plus where its run directory goes."""
 
@@ -272,6 +317,7 @@ class ExperimentConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    expected: ExpectedConfig = ExpectedConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
