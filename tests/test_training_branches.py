@@ -94,3 +94,16 @@ def test_going_back_sets_the_branch_aside_and_a_diverged_run_fails_with_its_last
     no_val_log = (no_val_run / "train.log").read_text()
     assert f"no validation split ({no_val_data / 'val.h5'} does not exist)" in no_val_log
     assert "val_loss" not in json.loads((no_val_run / "history.json").read_text())
+
+    # Two real digits runs compared: the branch with its --lr, and the run without val.
+    from pipeline.run_comparison import compare_runs
+
+    rows, table, picture, data = compare_runs([run_dir, no_val_run], tmp_path / "comparison")
+    assert [row["run"] for row in rows] == ["run", "no_val_run"]
+    assert rows[0]["epochs"] == 4 and rows[0]["lr_changes"][0]["rate"] == 0.01
+    assert rows[0]["best_rank_1"] == max(history["val_accuracy"])
+    assert rows[0]["training_seconds"] > 0
+    assert rows[1]["best_rank_1"] is None and "-" in table.splitlines()[3]
+    # The same training data; one run has no val split.
+    assert "note: the runs were validated on different data, or some without" in table
+    assert picture.stat().st_size > 10_000 and json.loads(data.read_text())["runs"] == rows
