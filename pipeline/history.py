@@ -37,6 +37,19 @@ def load_history(run_dir: str | Path, keep_epochs: int) -> dict[str, list]:
     return {key: values[:keep_epochs] for key, values in history.items()}
 
 
+def append_row(history: dict[str, list], record: dict) -> None:
+    """Add one epoch's `record` to `history`, keeping every column one value per epoch:
+    a column new in this epoch (a run from before epochs were timed, resumed now; a
+    metric added on a resume) gets None for the epochs before, and a column missing
+    from this record gets None for this epoch."""
+    rows = len(history.get("epoch", []))
+    for key, value in record.items():
+        history.setdefault(key, [None] * rows).append(value)
+    for key, values in history.items():
+        if key not in record:
+            values.append(None)
+
+
 def write_history(run_dir: str | Path, history: dict[str, list], rate_changes=()) -> None:
     """history.json, history.csv and training.png, each replaced whole; `rate_changes`,
     (position in epochs, rate) of each --lr, are marked on the plot."""
@@ -51,11 +64,15 @@ def write_csv(history: dict[str, list], path: Path) -> None:
     """The same history as a CSV table, one row per epoch."""
     keys = list(history)
     rows = zip(*(history[key] for key in keys), strict=True)
-    text = ",".join(keys) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+    text = ",".join(keys) + "\n" + "".join(",".join(map(_cell, row)) + "\n" for row in rows)
     temporary = path.with_name(f".{path.name}.partial")
     with removed_on_error(temporary, path):
         temporary.write_text(text)
         os.replace(temporary, path)
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
 
 
 def plot_series(history: dict[str, list], rate_changes=()) -> dict[str, tuple[list, list]]:

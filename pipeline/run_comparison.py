@@ -101,13 +101,17 @@ def summarize(run: Run) -> dict:
     }
     for metric, name in (("val_accuracy", "rank_1"), ("val_rank5", "rank_5")):
         values = history.get(metric) or []
-        best = max(range(len(values)), key=values.__getitem__) if values else None
-        row[f"best_{name}"] = values[best] if values else None
-        row[f"best_{name}_epoch"] = epochs[best] if values else None
+        # None: an epoch without this metric (e.g. trained before a val split existed).
+        known = [index for index, value in enumerate(values) if value is not None]
+        best = max(known, key=values.__getitem__) if known else None
+        row[f"best_{name}"] = values[best] if known else None
+        row[f"best_{name}_epoch"] = epochs[best] if known else None
         row[f"final_{name}"] = values[-1] if values else None
-    seconds = history.get("seconds")
-    # Runs trained before epochs were timed have no seconds: no time rather than a wrong one.
-    row["training_seconds"] = sum(seconds) if seconds and len(seconds) == len(epochs) else None
+    seconds = history.get("seconds") or []
+    # Epochs trained before epochs were timed have no seconds: no total rather than a
+    # wrong one.
+    timed = len(seconds) == len(epochs) and None not in seconds
+    row["training_seconds"] = sum(seconds) if epochs and timed else None
     row["data"] = {}
     roles = {run.config.data.train_split: "train", run.config.data.val_split: "val"}
     for path, fields in run.data.items():

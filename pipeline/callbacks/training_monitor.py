@@ -5,7 +5,7 @@ from pathlib import Path
 
 import keras
 
-from pipeline.history import load_history, write_history
+from pipeline.history import append_row, load_history, write_history
 
 
 def learning_rate_of(model: keras.Model) -> float:
@@ -64,6 +64,5 @@ class TrainingMonitor(keras.callbacks.Callback):
         # ReduceLROnPlateau adds its (possibly lowered) rate to the logs: not this epoch's.
         logs = {key: value for key, value in (logs or {}).items() if key != "learning_rate"}
         record.update({key: float(value) for key, value in logs.items()})
-        for key, value in record.items():
-            self.history.setdefault(key, []).append(value)
+        append_row(self.history, record)
         write_history(self.run_dir, self.history, self.rate_changes)
