@@ -21,7 +21,12 @@ from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
 from pipeline.evaluation_target import evaluation_target
 from pipeline.framework import load_keras
-from pipeline.reproduction import compare_with_expected, expected_for, format_comparison
+from pipeline.reproduction import (
+    compare_with_expected,
+    expected_for,
+    format_comparison,
+    recipe_changes,
+)
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -81,6 +86,9 @@ def main(argv=None):
     if expected is not None:
         # The run's preset states what it should reach: the measured figures beside it.
         report["reproduction"] = compare_with_expected(report, expected)
+        preset, changes = recipe_changes(target.model_path)
+        if preset is not None:
+            report["reproduction"] |= {"preset": str(preset), "recipe_changes": changes}
         print(format_comparison(report["reproduction"]))
     if args.per_class:
         print(report["classification_report_text"])

@@ -1,10 +1,23 @@
 """The reproduction report: a run's measured rank-1/rank-5 beside what its preset expects
 (the paper's figure and spread, or a reference run's), with the difference. No Keras."""
 
+import dataclasses
 from pathlib import Path
 
-from pipeline.config import ExpectedConfig, config_from_dict
+from pipeline.config import CONFIG_DIR, ExpectedConfig, config_from_dict, load_config
+from pipeline.errors import UserError
 from pipeline.run_dir import read_state
+from pipeline.run_state import config_differences
+
+# Settings of a machine or of one run, not of the recipe a result is expected from (the
+# spread of a result is over seeds; ctrl+c's --lr changes are shown on their own).
+NOT_RECIPE = (
+    "name", "description", "checkpoints", "expected", "data.dataset_dir", "data.storage",
+    "data.shuffle_buffer", "data.workers", "training.seed", "training.rate_changes",
+    "training.checkpoint_every", "training.keep_last", "training.best_metric",
+    "training.tensorboard", "training.jit_compile", "training.deterministic",
+    "training.distribute",
+)  # fmt: skip
 
 
 def expected_for(
@@ -66,6 +79,11 @@ def format_comparison(comparison: dict) -> str:
     """The comparison in a few lines for the terminal."""
     expected, measured = comparison["expected"], comparison["measured"]
     lines = [f"expected ({comparison['source']}):"]
+    if comparison.get("recipe_changes"):
+        lines.append(
+            f"  note: the run's recipe differs from {comparison['preset']}'s: "
+            + "; ".join(comparison["recipe_changes"])
+        )
     if not comparison["compared"]:
         return "\n".join(lines + [f"  not compared: {comparison['why_not']}"])
     spread = expected["rank_1_spread"]
@@ -89,4 +107,30 @@ def format_comparison(comparison: dict) -> str:
 
 
 def _points(difference: float) -> str:
-    return f"{difference * 100:+.2f} points"
+    points = round(difference * 100, 2) or 0.0  # no "-0.00"
+    return f"{points:+.2f} points"
+
+
+def recipe_changes(model_path: str | Path) -> tuple[Path | None, list[str]]:
+    """The preset the checkpoint's run was made from (the file in config/ with its name
+    and expected figures) and how the run's recipe differs from it: an expectation holds
+    for the preset's recipe, not for 10 epochs of another schedule."""
+    trained = read_state(model_path).get("config") or {}
+    if not trained.get("expected"):
+        return None, []
+    for path in sorted(Path(CONFIG_DIR).glob("*.toml")):
+        try:
+            preset = load_config(path)
+        except UserError:
+            continue
+        same_expectation = dataclasses.asdict(preset.expected) == trained["expected"]
+        if preset.name == trained.get("name") and same_expectation:
+            changes = config_differences(preset.to_dict(), trained)
+            shown = path.relative_to(Path(CONFIG_DIR).parent)
+            return shown, [line for line in changes if not _run_setting(line)]
+    return None, []
+
+
+def _run_setting(line: str) -> bool:
+    key = line.split(":", 1)[0]
+    return any(key == name or key.startswith(f"{name}.") for name in NOT_RECIPE)

@@ -94,7 +94,7 @@ def summarize(run: Run) -> dict:
     row = {
         "run": run.label,
         "path": str(run.path),
-        "model": run.config.model.preset or "model.spec",
+        "model": _network_name(run.config.model),
         "epochs": epochs[-1] if epochs else 0,
         "schedule": run.config.training.schedule,
         "lr_changes": [{"epoch": where, "rate": rate} for where, rate in run.lr_changes()],
@@ -122,6 +122,15 @@ def summarize(run: Run) -> dict:
             "fingerprint": (fields.get("sha256_labels_and_edges") or "")[:12] or None,
         }
     return row
+
+
+def _network_name(model) -> str:
+    """The preset's name, or what model.spec describes: 'bottleneck ResNet-5'."""
+    if model.preset and not model.spec:
+        return model.preset
+    spec = model.network()
+    name = f"{spec.block} {'pre-activation ' if spec.preactivation else ''}ResNet-{spec.depth}"
+    return f"{model.preset} as {name}" if model.preset else name
 
 
 def data_note(rows: list[dict]) -> str | None:

@@ -47,6 +47,7 @@ def test_another_split_or_mode_is_not_compared():
 
 
 def write_state(tmp_path, config: dict | None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     model = tmp_path / "epoch_0001.keras"
     model.write_bytes(b"")
     state = (
@@ -94,3 +95,22 @@ def test_every_preset_states_its_expected_result_as_data():
     for path in sorted(CONFIG_DIR.glob("*.toml")):
         expected = load_config(path).expected
         assert expected.stated and expected.source, path.name
+
+
+def test_a_run_that_changed_its_presets_recipe_says_how(tmp_path):
+    from pathlib import Path
+
+    from pipeline.reproduction import recipe_changes
+
+    run = load_config(None, ["training.epochs=10", "training.seed=3", "data.dataset_dir=/d"])
+    model = write_state(tmp_path, run.to_dict())
+    preset, changes = recipe_changes(model)
+    # The seed and the data's folder belong to the run, not to the recipe.
+    assert preset == Path("config/digits.toml") and changes == ["training.epochs: 30 -> 10"]
+    comparison = compare_with_expected(report(0.97), run.expected)
+    comparison |= {"preset": str(preset), "recipe_changes": changes}
+    assert "recipe differs from config/digits.toml's: training.epochs: 30 -> 10" in (
+        format_comparison(comparison)
+    )
+    unchanged = write_state(tmp_path / "unchanged", load_config().to_dict())
+    assert recipe_changes(unchanged) == (Path("config/digits.toml"), [])

@@ -46,7 +46,10 @@ def test_two_runs_give_a_picture_and_a_table_of_best_and_final_figures(tmp_path,
     printed = capsys.readouterr().out
     assert "90.00% (ep 2)" in printed and "85.00%" in printed  # best and final of the first
     assert "96.00% (ep 3)" in printed and "0:00:33" in printed
-    assert "ctrl_c: model.spec, cosine rate; --lr 0.01 at epoch 1.50" in printed
+    assert (
+        "ctrl_c: bottleneck pre-activation ResNet-20, cosine rate; --lr 0.01 at epoch 1.50"
+        in printed
+    )
     rows = json.loads((output / "comparison.json").read_text())["runs"]
     assert [row["run"] for row in rows] == ["constant", "ctrl_c"]
     assert rows[0]["best_rank_1"] == 0.90 and rows[0]["best_rank_1_epoch"] == 2
