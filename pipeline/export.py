@@ -30,9 +30,10 @@ NEEDS = {
     "tflite": [("tensorflow", "tensorflow")],
 }
 # Largest difference in any class probability allowed between the exported model and
-# the checkpoint. float32 files agree to rounding (measured on the digits model: below
-# 1e-6); float16 weights (TFLite only) move probabilities by up to about 1e-3.
-TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
+# the checkpoint. float32 files agree to rounding (the demo's digits model: 0 as a
+# SavedModel, 1.2e-6 as ONNX, 1.4e-6 as TFLite); float16 weights (TFLite only) moved
+# its probabilities by up to 6e-3.
+TOLERANCES = {"float32": 1e-4, "float16": 3e-2}
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
 ONNX_OPSET = 17
 
