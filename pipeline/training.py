@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from pipeline.callbacks import TrainingInterrupted
-from pipeline.config import ExperimentConfig
+from pipeline.config import ExperimentConfig, config_from_values
 from pipeline.datasets.hdf5_format import split_path
 from pipeline.distribute import (
     resolve_jit_compile,
@@ -173,11 +173,19 @@ def _record_start(setup: FitSetup, notes) -> None:
 
 
 def _previous_config(config_file: Path) -> dict | None:
-    """The config.json this start replaces (None: none, or a damaged one, rewritten now)."""
+    """The config.json this start replaces (None: none, or a damaged one, rewritten now),
+    with the defaults of keys added since it was written (an older run's file has no
+    [expected] section: not a change to log)."""
     try:
-        return read_json(config_file) if config_file.is_file() else None
+        values = read_json(config_file) if config_file.is_file() else None
     except UserError:
         return None
+    if values is None:
+        return None
+    try:
+        return config_from_values(values, source=str(config_file)).to_dict()
+    except UserError:  # written under other rules: compared as it is
+        return values
 
 
 def _without_changes(config) -> dict:
