@@ -55,6 +55,7 @@ def main(argv=None):
         float16=args.float16,
         tolerance=args.tolerance,
         overwrite=args.overwrite,
+        samples=args.samples,
     )
     check_request(request, os.environ.get("KERAS_BACKEND", "tensorflow"))
     target = evaluation_target(
@@ -72,7 +73,7 @@ def main(argv=None):
     info = read_split_info(target.split_file)
     check_class_names(target.model_path, info)
     model = load_model(target.model_path)
-    images = sample_images(model, target.split_file, args.samples)
+    images = sample_images(model, target.split_file, request.samples)
     card = {
         "format": request.format,
         "checkpoint": str(target.model_path),

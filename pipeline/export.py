@@ -47,6 +47,8 @@ class ExportRequest:
     float16: bool = False
     tolerance: float | None = None
     overwrite: bool = False
+    # Images of the checkpoint's data the exported file is checked on.
+    samples: int = 256
 
     @property
     def precision(self) -> str:
@@ -65,6 +67,8 @@ def check_request(request: ExportRequest, backend: str) -> None:
         raise UserError(f"--float16 is available for tflite only, not {request.format}")
     if request.batch_size is not None and request.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {request.batch_size}")
+    if request.samples < 1:
+        raise UserError(f"--samples must be >= 1 (the check runs them), got {request.samples}")
     if request.format == "tflite" and request.output.suffix != ".tflite":
         raise UserError(f"a tflite export's --output must end in .tflite, got {request.output}")
     if backend not in ("tensorflow", "jax"):
@@ -86,6 +90,7 @@ def export_and_check(model, images: np.ndarray, request: ExportRequest, card: di
     and keep it (with `card`, a JSON description beside it) only within the tolerance.
     Returns the card with the check's figures."""
     output = request.output
+    output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.stem}.partial{output.suffix}")
     _remove(staging)
     try:

@@ -70,11 +70,34 @@ def _load_run(path: Path, label: str) -> Run:
         )
     if not (path / CONFIG_FILE).is_file():
         raise UserError(f"{path} has no {CONFIG_FILE}: not a run directory of train.py")
-    history = read_json(path / HISTORY_FILE)
+    history = _checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE)
     config = load_config(path / CONFIG_FILE)
     info_path = path / RUN_INFO_FILE
     data = read_json(info_path).get("data", {}) if info_path.is_file() else {}
     return Run(label, path, history, config, data)
+
+
+def _checked_history(history, path: Path) -> dict:
+    """history.json as train.py writes it: columns of one value (a number, or null) per
+    epoch, `epoch` counting whole epochs; anything else is a one-line error."""
+    columns = history if isinstance(history, dict) else {}
+    epochs = columns.get("epoch")
+    fits = (
+        isinstance(epochs, list)
+        and all(type(epoch) is int for epoch in epochs)
+        and all(
+            isinstance(values, list)
+            and len(values) == len(epochs)
+            and all(value is None or type(value) in (int, float) for value in values)
+            for values in columns.values()
+        )
+    )
+    if not fits:
+        raise UserError(
+            f"{path} is damaged (not one number per epoch in every column); "
+            f"train.py rewrites it at the next epoch"
+        )
+    return columns
 
 
 def _labels(paths: list[Path]) -> list[str]:

@@ -98,6 +98,7 @@ def test_every_format_round_trips_the_digits_model_within_its_tolerance(tmp_path
         ({"format": "onnx", "float16": True}, "--float16 is available for tflite only"),
         ({"format": "tflite", "output": "model.tfl"}, "must end in .tflite"),
         ({"format": "onnx", "batch_size": 0}, "--batch-size must be >= 1"),
+        ({"format": "onnx", "samples": 0}, "--samples must be >= 1"),
     ],
 )
 def test_impossible_exports_are_refused_before_loading_anything(tmp_path, request_options, message):

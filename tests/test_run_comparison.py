@@ -78,3 +78,20 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="is not a run directory with a history"):
         compare([tmp_path / "empty"], tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        [1, 2, 3],
+        {"loss": [1.0]},
+        {"epoch": [1, 2], "loss": [1.0]},
+        {"epoch": [1], "loss": ["1.0"]},
+        {"epoch": ["1"], "loss": [1.0]},
+    ],
+)
+def test_a_damaged_history_is_one_line(tmp_path, history):
+    run = write_run(tmp_path / "run", val_accuracy=[0.9])
+    (run / "history.json").write_text(json.dumps(history))
+    with pytest.raises(UserError, match="history.json is damaged"):
+        compare([run], tmp_path / "out")
