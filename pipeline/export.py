@@ -97,7 +97,8 @@ def export_and_check(model, images: np.ndarray, request: ExportRequest, card: di
         write_format(model, staging, request)
         run = exported_runner(staging, request.format)
         check = compare(model, run, images, request)
-        if check["max_difference"] > request.allowed_difference:
+        # `not <=`: a NaN difference (an exported model that computes NaN) fails too.
+        if not check["max_difference"] <= request.allowed_difference:
             raise UserError(
                 f"the exported {request.format} model differs from the checkpoint by up to "
                 f"{check['max_difference']:.3g} in a class probability over "

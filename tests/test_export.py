@@ -136,3 +136,28 @@ def test_export_help_answers_without_a_framework():
         env={**os.environ, "KERAS_BACKEND": "no_such_backend"},
     )  # fmt: skip
     assert completed.returncode == 0 and "--format" in completed.stdout
+
+
+def test_a_nan_from_the_exported_model_fails_the_check(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipeline import export
+
+    class Model:
+        input_shape = (None, 2, 2, 3)
+
+        def predict_on_batch(self, images):
+            return np.full((len(images), 3), 1 / 3, "float32")
+
+    def nan_runner(path, format):
+        return lambda batch: np.full((len(batch), 3), np.nan)
+
+    request = ExportRequest(format="onnx", output=tmp_path / "model.onnx", batch_size=4)
+    images = np.zeros((6, 2, 2, 3), "float32")
+    check = export.compare(Model(), nan_runner(None, "onnx"), images, request)
+    assert np.isnan(check["max_difference"]) and check["samples"] == 6
+    monkeypatch.setattr(export, "write_format", lambda model, path, request: path.write_bytes(b""))
+    monkeypatch.setattr(export, "exported_runner", nan_runner)
+    with pytest.raises(UserError, match="differs from the checkpoint by up to nan"):
+        export.export_and_check(Model(), images, request, {})
+    assert list(tmp_path.iterdir()) == []  # nothing under the final name, no staging file
