@@ -32,15 +32,24 @@ def expected_for(
         expected = config_from_dict(
             ExpectedConfig, trained["expected"], source=f"the state of {model_path}"
         )
-        return (expected if expected.stated else None), None
-    if not config_given or not config.expected.stated:
+        trained_data = (trained.get("data") or {}).get("dataset_dir")
+        return _for_scored_data(expected, trained_data, split_file, "the run's")
+    if not config_given:
         return None, None
-    if Path(split_file).parent != Path(config.data.dataset_dir):
+    return _for_scored_data(config.expected, config.data.dataset_dir, split_file, "the config's")
+
+
+def _for_scored_data(expected, dataset_dir, split_file, whose: str):
+    """The expectation, if stated and about the data being scored (another data set's
+    figures say nothing of this one: a note instead)."""
+    if not expected.stated:
+        return None, None
+    if dataset_dir and Path(split_file).resolve().parent != Path(dataset_dir).resolve():
         return None, (
-            f"the config's expected figures are for {config.data.dataset_dir}, not "
+            f"{whose} expected figures are for {dataset_dir}, not "
             f"{Path(split_file).parent}: not compared"
         )
-    return config.expected, None
+    return expected, None
 
 
 def compare_with_expected(report: dict, expected: ExpectedConfig) -> dict:

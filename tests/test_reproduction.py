@@ -61,8 +61,15 @@ def test_the_expectation_comes_from_the_run_that_made_the_checkpoint(tmp_path):
     digits = load_config()
     paper = load_config("config/cifar10_resnet110_paper.toml")
     model = write_state(tmp_path, paper.to_dict())
-    expected, note = expected_for(model, digits, False, "output/datasets/digits/test.h5")
+    expected, note = expected_for(model, digits, False, "output/datasets/cifar10/test.h5")
     assert expected == paper.expected and note is None
+    # Scored on other data (--dataset), the run's figures are not compared.
+    expected, note = expected_for(model, digits, False, "output/datasets/digits/test.h5")
+    assert expected is None
+    assert note == (
+        "the run's expected figures are for output/datasets/cifar10, not "
+        "output/datasets/digits: not compared"
+    )
 
 
 def test_without_a_record_only_an_explicit_config_for_the_scored_data_counts(tmp_path):
