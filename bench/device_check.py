@@ -123,9 +123,6 @@ class Results:
     def has(self, part: str, name: str) -> bool:
         return name in self.data["parts"].get(part, {})
 
-    def get(self, part: str, name: str):
-        return self.data["parts"].get(part, {}).get(name)
-
     def put(self, part: str, name: str, value) -> None:
         self.data["parts"].setdefault(part, {})[name] = value
         self.save()

@@ -34,9 +34,18 @@ class Shard:
 
     def part(self, order: np.ndarray) -> np.ndarray:
         """This shard's part of an epoch's order."""
-        if self.equal:
-            order = order[: len(order) - len(order) % self.count]
-        return np.array_split(order, self.count)[self.index]
+        return np.array_split(order[: self._shared(len(order))], self.count)[self.index]
+
+    def size_of(self, total: int) -> int:
+        """How many of `total` samples `part` gives this shard (without building them:
+        the loader asks for every batch)."""
+        shared = self._shared(total)
+        # np.array_split gives the first `shared % count` parts one sample more.
+        return shared // self.count + (1 if self.index < shared % self.count else 0)
+
+    def _shared(self, total: int) -> int:
+        """The samples split between the shards: all, or with `equal` a multiple of count."""
+        return total - total % self.count if self.equal else total
 
 
 # The one shard of a process that serves the whole split.
@@ -91,7 +100,7 @@ class EpochOrder:
     @property
     def samples_per_shard(self) -> int:
         """How many samples this shard holds in every epoch."""
-        return len(self.shard.part(np.arange(self.num_samples)))
+        return self.shard.size_of(self.num_samples)
 
     @property
     def samples_per_epoch(self) -> int:

@@ -76,8 +76,6 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             )
         except UserError as error:
             raise UserError(f"{db_path}: {error}") from None
-        self.num_samples = self.order.samples_per_shard
-        self.samples_per_epoch = self.order.samples_per_epoch
         self.epoch = 0
         self.start_batch = 0
         # (epoch, order) swapped as one object, so threaded workers never see
@@ -100,6 +98,16 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         trains on new batch compositions every epoch. train.py also pins the epoch
         Keras trains (LoaderEpochSync), which keeps resumes exact."""
         self.set_epoch(self.epoch + 1)
+
+    @property
+    def num_samples(self) -> int:
+        """The samples of this shard (the whole split without sharding)."""
+        return self.order.samples_per_shard
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """The samples an epoch serves (see EpochOrder's batch_multiple)."""
+        return self.order.samples_per_epoch
 
     @property
     def shuffle(self) -> bool:
