@@ -39,7 +39,11 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--samples", type=int, default=256, help="images the check runs")
     parser.add_argument("--dataset", help="dataset directory or split file for the check")
     parser.add_argument("--split", help="split the check samples (default: the test split)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous export of export.py (recognised by its description)",
+    )
     add_config_arguments(parser)
     return parser
 
@@ -57,7 +61,10 @@ def main(argv=None):
         overwrite=args.overwrite,
         samples=args.samples,
     )
-    check_request(request, os.environ.get("KERAS_BACKEND", "tensorflow"))
+    # What the export reads: no folder holding it is ever replaced by the export.
+    run = args.checkpoints or (None if args.model else config.checkpoints)
+    sources = [path for path in (args.model, run, args.dataset) if path]
+    check_request(request, os.environ.get("KERAS_BACKEND", "tensorflow"), sources)
     target = evaluation_target(
         config, model=args.model, checkpoints=args.checkpoints, dataset=args.dataset,
         split=args.split,

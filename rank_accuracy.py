@@ -5,7 +5,8 @@ python rank_accuracy.py --checkpoints output/decay   # that run's latest checkpo
 python rank_accuracy.py --model output/checkpoints/epoch_0030.keras --report report.json
 
 A run whose preset states an expected result ([expected] in config/*.toml) gets the
-measured figures beside it: the difference, and whether it falls in the source's spread.
+measured figures beside it: the difference, and whether it falls in the source's spread
+(only for a run on the preset's data set, scored on the data it trained on).
 
 The data scored is the one the checkpoint was trained on (its state records it),
 unless --dataset names another.
@@ -78,14 +79,13 @@ def main(argv=None):
         scales=args.scales,
     )
     print(format_report(report))
-    expected, note = expected_for(
+    expected, why_not = expected_for(
         target.model_path, config, args.config is not None, target.split_file
     )
-    if note:
-        print(f"note: {note}")
     if expected is not None:
-        # The run's preset states what it should reach: the measured figures beside it.
-        report["reproduction"] = compare_with_expected(report, expected)
+        # The run's preset states what it should reach: the measured figures beside it,
+        # or, for another data set or split, why not.
+        report["reproduction"] = compare_with_expected(report, expected, why_not)
         preset, changes = recipe_changes(target.model_path)
         if preset is not None:
             report["reproduction"] |= {"preset": str(preset), "recipe_changes": changes}

@@ -7,6 +7,8 @@ import argparse
 import sys
 
 from pipeline.cli import add_config_arguments, config_from_arguments
+from pipeline.dataset_identity import require_split
+from pipeline.datasets.hdf5_format import split_path
 from pipeline.errors import OneLineArgumentParser, run_cli
 from pipeline.framework import load_keras
 
@@ -22,10 +24,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    config = config_from_arguments(args)
+    # Missing data names the config's own builder, before Keras loads.
+    require_split(config.data, split_path(config.data.dataset_dir, config.data.train_split))
     load_keras()
     from pipeline.io.preview import augmentation_grid, write_png
 
-    config = config_from_arguments(args)
     if not config.data.augment:
         print("note: data.augment is empty in this config: the grid shows the stored images only")
     grid = augmentation_grid(config, samples=args.samples, versions=args.versions, seed=args.seed)

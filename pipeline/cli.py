@@ -6,6 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from pipeline.advice import Invocation
 from pipeline.cluster import cluster_in_environment, own_run_dir
 from pipeline.config import (
     DEFAULT_CONFIG_PATH,
@@ -74,35 +75,39 @@ def _saved_config(run_dir: Path) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def resumed_config(args, run_dir: Path, overrides) -> ExperimentConfig:
-    """The config a resumed run continues with: --config if given, else the run
-    directory's config.json, else the config saved with the checkpoint named by --model
-    or resumed from (a run forked into a new directory), else the default preset."""
+def resumed_config(args, run_dir: Path, overrides) -> tuple[ExperimentConfig, str]:
+    """The config a resumed run continues with, and where it came from: --config if
+    given, else the run directory's config.json, else the config saved with the
+    checkpoint named by --model or resumed from (a run forked into a new directory),
+    else the default preset."""
     if args.config is None:
         saved = _saved_config(run_dir)
         if saved is not None:
-            return load_config(saved, overrides)
+            return load_config(saved, overrides), str(saved)
         checkpoint = Path(args.model) if args.model else latest_checkpoint(run_dir)
         if checkpoint is not None and checkpoint.is_file():
             values = read_state(checkpoint).get("config")
             if values:
-                return config_from_values(values, overrides, source=f"{checkpoint}'s state")
-    return load_config(args.config, overrides)
+                source = f"{checkpoint}'s state"
+                return config_from_values(values, overrides, source=source), source
+    return load_config(args.config, overrides), str(args.config or DEFAULT_CONFIG_PATH)
 
 
-def _with_schedule(config: ExperimentConfig, schedule: str, script: str, chosen: bool):
+def _with_schedule(config: ExperimentConfig, schedule: str, invocation: Invocation, chosen: bool):
     """The config with `schedule`, the one train_decay.py always trains with.
 
     It replaces a constant schedule, and the default preset's (which suits train.py);
     another schedule the user chose (with --config, --set, or a run being resumed) is a
     one-line error: that run is train.py's.
     """
-    training = config.training
+    training, script = config.training, invocation.script
     if chosen and training.schedule not in ("constant", schedule):
+        with_schedule = (*invocation.overrides, f"training.schedule={schedule}")
         raise UserError(
             f"{script} always trains with {schedule} decay, but this config names "
-            f"training.schedule = {training.schedule!r}: train it with train.py instead "
-            f"(same options), or add --set training.schedule={schedule}"
+            f"training.schedule = {training.schedule!r}: train it with train.py instead: "
+            f"{invocation.command(script='train.py')}; or with {schedule} decay: "
+            f"{invocation.command(overrides=with_schedule)}"
         )
     if training.schedule != schedule:
         print(f"{script}: training.schedule {training.schedule!r} replaced by {schedule!r}")
@@ -118,19 +123,25 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
     """
     args = training_parser(description).parse_args(argv)
     run_dir = Path(args.checkpoints or load_config(args.config, args.overrides).checkpoints)
+    # Advice names the run directory even where the config chose it.
+    invocation = dataclasses.replace(
+        Invocation.from_arguments(script, args), checkpoints=str(run_dir)
+    )
     extra = [f"training.epochs={args.epochs}"] if args.epochs is not None else []
     overrides = [*args.overrides, *extra]
     resuming = args.resume or args.model or args.start_epoch
-    config = (
-        resumed_config(args, run_dir, overrides)
-        if resuming
-        else load_config(args.config, overrides)
-    )
+    if resuming:
+        config, source = resumed_config(args, run_dir, overrides)
+    else:
+        config, source = (
+            load_config(args.config, overrides),
+            str(args.config or DEFAULT_CONFIG_PATH),
+        )
     if schedule:
         chosen = bool(args.config or resuming) or any(
             item.partition("=")[0].strip() == "training.schedule" for item in args.overrides
         )
-        config = _with_schedule(config, schedule, script, chosen)
+        config = _with_schedule(config, schedule, invocation, chosen)
         training = config.training
         print(
             f"{script}: {schedule} decay to 0 over {training.epochs} epochs "
@@ -148,10 +159,10 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
         resume=args.resume,
         learning_rate=args.lr,
         overwrite=args.overwrite,
-        script=script,
+        invocation=invocation,
+        config_source=source,
     )
     if result.interrupted:
-        print(f"resume with: python {script} --checkpoints {run_dir} --resume")
         if config.training.distribute == "multiworker":
             print("(on every worker, with the same cluster variables as this run)")
         return TERMINATED_EXIT_CODE if result.interrupted.by == "SIGTERM" else INTERRUPTED_EXIT_CODE

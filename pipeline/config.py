@@ -15,7 +15,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.datasets.kinds import KINDS
 from pipeline.errors import UserError
+from pipeline.learning_rate import CURVE_KEYS
 
 # Specs and presets only: pipeline.nn loads Keras when a model is built, not here.
 from pipeline.nn.presets import spec_for
@@ -43,6 +45,11 @@ class DataConfig:
     """Where the HDF5 splits live (a directory holding train.h5, val.h5, test.h5)."""
 
     dataset_dir: str = "output/datasets/digits"
+    # The kind of data set the experiment trains on (a name of build_dataset.py --dataset:
+    # pipeline/datasets/kinds.py) and its class count; training refuses splits of another
+    # kind or count. "" and 0: not stated, not checked.
+    dataset: str = ""
+    num_classes: int = 0
     # Size that JPEG-encoded splits are decoded to (shorter side, centre crop);
     # 0 for splits stored as pixels, which are used at their stored size.
     image_size: int = 0
@@ -60,11 +67,16 @@ class DataConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        for key in ("image_size", "shuffle_buffer"):
+        for key in ("image_size", "shuffle_buffer", "num_classes"):
             value = getattr(self, key)
             _require(value >= 0, f"data.{key} must be >= 0, got {value}")
         _require(self.workers >= 1, f"data.workers must be >= 1, got {self.workers}")
         _choice("data.storage", self.storage, ("auto", "memory", "disk"))
+        _require(
+            self.dataset in ("", *KINDS),
+            f'data.dataset must be one of {", ".join(KINDS)} (or "" for no check), '
+            f"got {self.dataset!r}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,9 +242,11 @@ def _check_rate_changes(training: "TrainingConfig") -> None:
     for change in training.rate_changes:
         shown = f"training.rate_changes entry {change!r}"
         _require(
-            isinstance(change, dict) and set(change) == {"epoch", "batch", "rate"},
-            f"{shown} must be a table with exactly the keys epoch, batch and rate",
+            isinstance(change, dict) and set(change) - {"before"} == {"epoch", "batch", "rate"},
+            f"{shown} must be a table with exactly the keys epoch, batch and rate (and before)",
         )
+        if "before" in change:
+            _check_settings_before(training, change["before"], shown)
         epoch, batch, rate = change["epoch"], change["batch"], change["rate"]
         _require(
             all(isinstance(value, int) and not isinstance(value, bool) for value in (epoch, batch))
@@ -259,6 +273,20 @@ def _check_rate_changes(training: "TrainingConfig") -> None:
         "training.rate_changes: a change at epoch 0, batch 0 of a warm-up has nothing to "
         "rescale; set training.learning_rate instead",
     )  # fmt: skip
+
+
+def _check_settings_before(training: "TrainingConfig", before, shown: str) -> None:
+    """A change's `before`: curve settings of the segment that ended at it, each valid."""
+    _require(
+        isinstance(before, dict) and before and set(before) <= set(CURVE_KEYS),
+        f"{shown}: before must be a table of some of {', '.join(CURVE_KEYS)}",
+    )
+    hints = typing.get_type_hints(TrainingConfig)
+    values = {
+        key: _coerce(hints[key], value, f"before.{key}", shown) for key, value in before.items()
+    }
+    # Checked as a whole config, without rate_changes (whose check would come back here).
+    dataclasses.replace(training, rate_changes=(), **values)
 
 
 @dataclasses.dataclass(frozen=True)

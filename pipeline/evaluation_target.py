@@ -9,7 +9,9 @@ that differs from what the config names is said, never made silently.
 import dataclasses
 from pathlib import Path
 
+from pipeline.dataset_identity import require_split
 from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.kinds import KINDS, build_advice
 from pipeline.errors import UserError
 from pipeline.run_dir import latest_checkpoint, read_state
 
@@ -55,13 +57,16 @@ def evaluation_target(
     trained = read_state(model_path).get("config", {}).get("data")
     if not trained:
         split_file = resolve_split_file(config.data.dataset_dir, split or config.data.test_split)
+        require_split(config.data, split_file)
         return EvaluationTarget(model_path, split_file, "the config (no training record)")
     trained_dir = Path(trained["dataset_dir"])
     split_file = resolve_split_file(trained_dir, split or trained.get("test_split", "test"))
     if not split_file.is_file():
+        kind = trained.get("dataset")
+        rebuild = f", or {build_advice(kind, trained_dir)}" if kind in KINDS else ""
         raise UserError(
             f"{model_path} was trained on {trained_dir}, and {split_file} is not there; "
-            f"pass --dataset DIR to score another copy of that data set"
+            f"pass --dataset DIR to score another copy of that data set{rebuild}"
         )
     notes = ()
     if Path(config.data.dataset_dir) != trained_dir:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import keras
 
+from pipeline.advice import Invocation
 from pipeline.callbacks import (
     EpochCheckpoint,
     InterruptCheckpoint,
@@ -33,7 +34,8 @@ class FitSetup:
     val_data: object
     distribution: object
     extra_callbacks: tuple = ()
-    script: str = "train.py"
+    # The command as given: advice after training (divergence) builds on it.
+    invocation: Invocation = Invocation()
 
 
 @dataclasses.dataclass(frozen=True)

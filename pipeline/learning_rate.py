@@ -16,6 +16,13 @@ the earlier one. `plateau` is not a function of the position (Keras'
 ReduceLROnPlateau lowers the rate when the monitored value stalls): a change
 sets X at p and the plateau logic lowers it from there.
 
+A resume that changes the curve itself (`--epochs`, `--set training.schedule=...`,
+a rewind into another length) is a change too: the next batch trains at the
+rate the run had there (unless `--lr` says otherwise) and the rest of the new
+curve is rescaled to it, so the rate never jumps unasked. Such a change records
+the curve's settings of the segment before it (`before`), so that the config
+alone reproduces every rate of the run (`settings_at`).
+
 Since the rate is a function of the position and the config, a resumed run
 (even one resumed mid-epoch) follows exactly the rates of an uninterrupted
 run given the same config, changes included.
@@ -27,6 +34,13 @@ import math
 # Where a position (completed epochs, batches done in the next epoch) names a step.
 Position = tuple[int, int]
 
+# The settings that shape the curve; a change's `before` holds those of the segment
+# that ended at it, where they differ from the segment that follows.
+CURVE_KEYS = (
+    "schedule", "learning_rate", "epochs", "decay_power", "decay_factor", "step_every",
+    "milestones", "milestone_unit", "warmup_epochs", "min_learning_rate",
+)  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class RateChange:
@@ -35,13 +49,17 @@ class RateChange:
     epoch: int
     batch: int
     rate: float
+    # The curve settings of the segment that ended here, where they differ from the
+    # segment that starts here ({"epochs": 30} when --epochs 45 extended a 30-epoch run).
+    before: dict = dataclasses.field(default_factory=dict)
 
     @property
     def position(self) -> Position:
         return (self.epoch, self.batch)
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "rate": self.rate}
+        values = {"epoch": self.epoch, "batch": self.batch, "rate": self.rate}
+        return {**values, "before": dict(self.before)} if self.before else values
 
 
 def polynomial_decay(epoch: int, *, initial_rate: float, total_epochs: int, power: float = 1.0):
@@ -113,15 +131,62 @@ def scheduled_rate(training, epoch: int, batch: int, batches_per_epoch: int) -> 
 def rate_changes(training) -> tuple[RateChange, ...]:
     """The config's `rate_changes` (validated by TrainingConfig), in order."""
     return tuple(
-        RateChange(int(item["epoch"]), int(item["batch"]), float(item["rate"]))
+        RateChange(
+            int(item["epoch"]), int(item["batch"]), float(item["rate"]), item.get("before") or {}
+        )
         for item in training.rate_changes
     )
+
+
+# The settings each schedule's curve depends on (beside its name).
+CURVE_OF = {
+    "constant": ("learning_rate",),
+    "step": ("learning_rate", "step_every", "decay_factor"),
+    "multistep": ("learning_rate", "milestones", "milestone_unit", "decay_factor"),
+    "polynomial": ("learning_rate", "epochs", "decay_power"),
+    "cosine": ("learning_rate", "epochs", "warmup_epochs", "min_learning_rate"),
+    "plateau": ("learning_rate",),
+}
+
+
+def curve_settings(training) -> dict:
+    """The settings that shape the curve, as plain values (milestones as a list)."""
+    values = {key: getattr(training, key) for key in CURVE_KEYS}
+    return {**values, "milestones": [float(value) for value in values["milestones"]]}
+
+
+def _settings_of_changes(training, changes) -> object:
+    """The training config with the `before` settings of `changes` applied, the nearest
+    change winning: a segment's curve is that of the first later change recording it."""
+    values = {}
+    for change in reversed(changes):
+        values.update(change.before)
+    if not values:
+        return training
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    # Without rate_changes: their own check would apply these settings again.
+    return dataclasses.replace(training, rate_changes=(), **values)
+
+
+def settings_at(training, position: Position):
+    """The training config whose curve is in force at `position` (after a change made
+    there): the base settings, or those a later change recorded as `before`."""
+    later = [change for change in rate_changes(training) if change.position > position]
+    return _settings_of_changes(training, later)
+
+
+def settings_before(training, position: Position):
+    """The training config whose curve trained the batches just before `position`."""
+    later = [change for change in rate_changes(training) if change.position >= position]
+    return _settings_of_changes(training, later)
 
 
 def rate_at(training, epoch: int, batch: int, batches_per_epoch: int) -> float | None:
     """The rate the batch at (epoch, batch) trains at; None: the optimizer's own rate
     (plateau, except at a change)."""
-    scheduled = scheduled_rate(training, epoch, batch, batches_per_epoch)
+    segment = settings_at(training, (epoch, batch))
+    scheduled = scheduled_rate(segment, epoch, batch, batches_per_epoch)
     in_force = [change for change in rate_changes(training) if change.position <= (epoch, batch)]
     if not in_force:
         return scheduled
@@ -130,7 +195,7 @@ def rate_at(training, epoch: int, batch: int, batches_per_epoch: int) -> float |
         return change.rate
     if scheduled is None:
         return None
-    anchor = scheduled_rate(training, change.epoch, change.batch, batches_per_epoch)
+    anchor = scheduled_rate(segment, change.epoch, change.batch, batches_per_epoch)
     # The schedule is 0 only at the start of a warm-up (refused by TrainingConfig) and at
     # the end of a decay, where nothing is left to rescale: the change then holds.
     return scheduled * change.rate / anchor if anchor > 0 else change.rate
@@ -148,6 +213,63 @@ def with_change(training, change: RateChange):
     one at the same position is replaced."""
     earlier = [c.to_dict() for c in rate_changes(training) if c.position < change.position]
     return dataclasses.replace(training, rate_changes=(*earlier, change.to_dict()))
+
+
+class RateNeeded(Exception):
+    """A curve changed at a position where the run's rate had decayed to 0: nothing to
+    rescale, so the user must give the rate to go on with (--lr)."""
+
+    def __init__(self, changed: dict, last_rate: float | None) -> None:
+        super().__init__(changed, last_rate)
+        # key -> (old, new) of the curve settings that changed.
+        self.changed = changed
+        # The rate of the last epoch trained (its first batch), to name in the advice.
+        self.last_rate = last_rate
+
+
+def continue_rate(recorded, training, position: Position, learning_rate, batches_per_epoch):
+    """The training config a start at `position` trains with, under one rule for every
+    change (--lr, --epochs, --set, a rewind): the next batch trains at `learning_rate`
+    if given, else at the rate the run had there (`recorded`: the training config that
+    brought it there), the rest of the curve rescaled to it. A change of the curve's own
+    settings is recorded, with the settings it replaced (`before`), so that the config
+    reproduces every rate. A new training.learning_rate is a rate asked for.
+
+    Returns the config and the change made at `position` (None: none). Raises RateNeeded
+    where the run's rate had decayed to 0 and no --lr was given.
+    """
+    earlier = dataclasses.replace(
+        training,
+        rate_changes=tuple(c.to_dict() for c in rate_changes(training) if c.position < position),
+    )
+    if recorded is None:
+        return _with_rate(training, earlier, position, learning_rate, {})
+    old = curve_settings(settings_before(recorded, position))
+    new = curve_settings(training)
+    # Only what shapes either curve: --epochs changes nothing of a step schedule.
+    shaping = {"schedule", *CURVE_OF[old["schedule"]], *CURVE_OF[new["schedule"]]}
+    before = {key: old[key] for key in CURVE_KEYS if key in shaping and old[key] != new[key]}
+    rate = learning_rate
+    if rate is None and before:
+        if "learning_rate" in before:
+            rate = rate_at(earlier, *position, batches_per_epoch)  # the rate asked for
+        else:
+            rate = rate_at(recorded, *position, batches_per_epoch)  # the rate the run had
+            new_curve = scheduled_rate(training, *position, batches_per_epoch)
+            if rate is None or new_curve is None:
+                return training, None  # plateau: the optimizer's own rate goes on
+            if rate <= 0:
+                changed = {key: (old[key], new[key]) for key in before}
+                last = rate_at(recorded, position[0] - 1, 0, 1) if position[0] else None
+                raise RateNeeded(changed, last)
+    return _with_rate(training, earlier, position, rate, before)
+
+
+def _with_rate(training, earlier, position: Position, rate, before: dict):
+    if rate is None:
+        return training, None  # nothing changed here: the run's own changes stand
+    change = RateChange(position[0], position[1], float(rate), before)
+    return with_change(earlier, change), change
 
 
 def describe_position(position: Position) -> str:

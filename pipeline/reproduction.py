@@ -4,16 +4,26 @@
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import CONFIG_DIR, ExpectedConfig, config_from_dict, load_config
+from pipeline.config import (
+    CONFIG_DIR,
+    ExpectedConfig,
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+)
+from pipeline.dataset_identity import describe_contents, stated_differences
+from pipeline.datasets.hdf5_format import SplitInfo, read_split_info, split_path
 from pipeline.errors import UserError
 from pipeline.run_dir import read_state
 from pipeline.run_state import config_differences
 
 # Settings of a machine or of one run, not of the recipe a result is expected from (the
-# spread of a result is over seeds; ctrl+c's --lr changes are shown on their own).
+# spread of a result is over seeds; ctrl+c's --lr changes are shown on their own; the data
+# set, which the comparison itself checks: why_not_comparable).
 NOT_RECIPE = (
-    "name", "description", "checkpoints", "expected", "data.dataset_dir", "data.storage",
-    "data.shuffle_buffer", "data.workers", "training.seed", "training.rate_changes",
+    "name", "description", "checkpoints", "expected", "data.dataset_dir", "data.dataset",
+    "data.num_classes", "data.storage", "data.shuffle_buffer", "data.workers",
+    "training.seed", "training.rate_changes",
     "training.checkpoint_every", "training.keep_last", "training.best_metric",
     "training.tensorboard", "training.jit_compile", "training.deterministic",
     "training.distribute",
@@ -24,37 +34,110 @@ def expected_for(
     model_path: str | Path, config, config_given: bool, split_file: str | Path
 ) -> tuple[ExpectedConfig | None, str | None]:
     """What the checkpoint's run expected (its state records the config it trained with);
-    else, with --config given and its data scored, that config's; else nothing (the
-    default config names the demo's figures, which say nothing of another run).
-    Returns the expectation and a note for the user where one was set aside."""
+    else, with --config given, that config's; else nothing (the default config names the
+    demo's figures, which say nothing of another run). Returns the expectation and, where
+    it is not about this checkpoint on this data, why it is not compared (one line)."""
     trained = read_state(model_path).get("config") or {}
     if "expected" in trained:
         expected = config_from_dict(
             ExpectedConfig, trained["expected"], source=f"the state of {model_path}"
         )
-        trained_data = (trained.get("data") or {}).get("dataset_dir")
-        return _for_scored_data(expected, trained_data, split_file, "the run's")
-    if not config_given:
+        run, whose = trained, "the run's"
+    elif config_given:
+        expected, run, whose = config.expected, config.to_dict(), "the config's"
+    else:
         return None, None
-    return _for_scored_data(config.expected, config.data.dataset_dir, split_file, "the config's")
-
-
-def _for_scored_data(expected, dataset_dir, split_file, whose: str):
-    """The expectation, if stated and about the data being scored (another data set's
-    figures say nothing of this one: a note instead)."""
     if not expected.stated:
         return None, None
-    if dataset_dir and Path(split_file).resolve().parent != Path(dataset_dir).resolve():
-        return None, (
-            f"{whose} expected figures are for {dataset_dir}, not "
-            f"{Path(split_file).parent}: not compared"
+    return expected, why_not_comparable(run, split_file, whose)
+
+
+def why_not_comparable(run: dict, split_file: str | Path, whose: str) -> str | None:
+    """Why figures expected for `run` (a saved config) say nothing of scoring `split_file`
+    (None: they do). A preset's figures hold for a run on the preset's data set, scored
+    on the data it trained on: not for the demo's recipe trained on other data."""
+    data = run.get("data") or {}
+    preset = preset_of(run)
+    scored = _split_info(split_file)
+    return (
+        _not_the_presets_data(preset, data)
+        or _not_the_trained_data(data, split_file, scored, whose)
+        or _not_the_stated_data(preset, data, split_file, scored, whose)
+    )
+
+
+def _not_the_presets_data(preset, data: dict) -> str | None:
+    """The run's data set (its folder, or its kind) is not its preset's."""
+    if preset is None:
+        return None
+    path, stated = preset[0], preset[1].data
+    if data.get("dataset_dir") and not _same_folder(data["dataset_dir"], stated.dataset_dir):
+        return (
+            f"the expected figures are for {path}'s data set, {stated.dataset_dir}, "
+            f"not {data['dataset_dir']}"
         )
-    return expected, None
+    kind = data.get("dataset")
+    if kind and stated.dataset and kind != stated.dataset:
+        return f"the expected figures are for {path}'s {stated.dataset} data, not {kind} data"
+    return None
 
 
-def compare_with_expected(report: dict, expected: ExpectedConfig) -> dict:
+def _not_the_trained_data(data: dict, split_file, scored, whose: str) -> str | None:
+    """The scored split is not of the data the run trained on: another build, or (where
+    either build is unknown) another folder."""
+    dataset_dir = data.get("dataset_dir")
+    if not dataset_dir:
+        return None
+    train_file = split_path(dataset_dir, data.get("train_split", "train"))
+    trained = _split_info(train_file)
+    if scored and trained and scored.build_id and trained.build_id:
+        if scored.build_id == trained.build_id:
+            return None
+        return (
+            f"{split_file} is of build {scored.build_id[:8]}, not of the build "
+            f"{trained.build_id[:8]} of {train_file}, the data trained on"
+        )
+    if _same_folder(Path(split_file).parent, dataset_dir):
+        return None
+    return f"{whose} expected figures are for {dataset_dir}, not {Path(split_file).parent}"
+
+
+def _not_the_stated_data(preset, data: dict, split_file, scored, whose: str) -> str | None:
+    """The scored split holds another kind or class count than the run's config (or else
+    its preset) states: a run trained before training checked it may hold anything."""
+    if scored is None:
+        return None
+    preset_data = preset[1].data if preset else None
+    kind = data.get("dataset") or (preset_data.dataset if preset_data else "")
+    num_classes = data.get("num_classes") or (preset_data.num_classes if preset_data else 0)
+    differences = stated_differences(kind, num_classes, scored)
+    if not differences:
+        return None
+    said = ", ".join(f"{key} = {stated!r}" for key, (stated, _held) in differences.items())
+    held = describe_contents(scored)
+    return f"{whose} expected figures are for {said}; {split_file} holds {held}"
+
+
+def _split_info(path) -> SplitInfo | None:
+    """The split's metadata; None where it is not there or not readable (then the
+    comparison falls back on folders)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return read_split_info(path)
+    except UserError:
+        return None
+
+
+def _same_folder(first, second) -> bool:
+    return Path(first).resolve() == Path(second).resolve()
+
+
+def compare_with_expected(report: dict, expected: ExpectedConfig, why_not: str | None = None):
     """The report's figures beside the expected ones: differences in fractions (0.01 is a
-    point), and whether rank-1 falls inside the source's spread (None: it gives none)."""
+    point), and whether rank-1 falls inside the source's spread (None: it gives none).
+    Not compared (`compared` false, `why_not` saying why) where `why_not` is given, or
+    the split or mode differs from the expected one's."""
     spread = (expected.rank_1_low, expected.rank_1_high)
     has_spread = spread != (0.0, 0.0)
     comparison = {
@@ -68,12 +151,14 @@ def compare_with_expected(report: dict, expected: ExpectedConfig) -> dict:
         },
         "measured": {"rank_1": report["rank1"], "rank_5": report["rank5"]},
     }
-    if (report["split"], report["mode"]) != (expected.split, expected.mode):
-        comparison["compared"] = False
-        comparison["why_not"] = (
+    if why_not is None and (report["split"], report["mode"]) != (expected.split, expected.mode):
+        why_not = (
             f"the expected figures are for the {expected.split} split in {expected.mode} "
             f"mode; this is the {report['split']} split in {report['mode']} mode"
         )
+    if why_not is not None:
+        comparison["compared"] = False
+        comparison["why_not"] = why_not
         return comparison
     rank_5 = None
     if expected.rank_5 and report["rank5"] is not None:
@@ -125,19 +210,28 @@ def recipe_changes(model_path: str | Path) -> tuple[Path | None, list[str]]:
     and expected figures) and how the run's recipe differs from it: an expectation holds
     for the preset's recipe, not for 10 epochs of another schedule."""
     trained = read_state(model_path).get("config") or {}
-    if not trained.get("expected"):
+    found = preset_of(trained)
+    if found is None:
         return None, []
+    path, preset = found
+    changes = config_differences(preset.to_dict(), trained)
+    return path, [line for line in changes if not _run_setting(line)]
+
+
+def preset_of(run: dict) -> tuple[Path, ExperimentConfig] | None:
+    """The preset in config/ a run (a saved config) was made from: the file with its name
+    and expected figures, shown relative to the repository (config/digits.toml)."""
+    if not run.get("expected"):
+        return None
     for path in sorted(Path(CONFIG_DIR).glob("*.toml")):
         try:
             preset = load_config(path)
         except UserError:
             continue
-        same_expectation = dataclasses.asdict(preset.expected) == trained["expected"]
-        if preset.name == trained.get("name") and same_expectation:
-            changes = config_differences(preset.to_dict(), trained)
-            shown = path.relative_to(Path(CONFIG_DIR).parent)
-            return shown, [line for line in changes if not _run_setting(line)]
-    return None, []
+        same_expectation = dataclasses.asdict(preset.expected) == run["expected"]
+        if preset.name == run.get("name") and same_expectation:
+            return path.relative_to(Path(CONFIG_DIR).parent), preset
+    return None
 
 
 def _run_setting(line: str) -> bool:

@@ -11,12 +11,13 @@ import matplotlib
 from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.history import plot_series
-from pipeline.learning_rate import rate_changes
+from pipeline.learning_rate import describe_position, rate_changes
 from pipeline.run_dir import (
     CONFIG_FILE,
     HISTORY_FILE,
     RUN_INFO_FILE,
     read_json,
+    settle_run_dir,
     write_json_atomically,
 )
 
@@ -63,6 +64,7 @@ def load_runs(paths) -> list[Run]:
 
 
 def _load_run(path: Path, label: str) -> Run:
+    settle_run_dir(path)  # a rewind cut short is finished before its history is read
     if not (path / HISTORY_FILE).is_file():
         raise UserError(
             f"{path} is not a run directory with a history (no {HISTORY_FILE}): train.py "
@@ -120,7 +122,20 @@ def summarize(run: Run) -> dict:
         "model": _network_name(run.config.model),
         "epochs": epochs[-1] if epochs else 0,
         "schedule": run.config.training.schedule,
-        "lr_changes": [{"epoch": where, "rate": rate} for where, rate in run.lr_changes()],
+        # Where each change was made, in the words of train.log and the progress line
+        # ("epoch 11, batch 1": the first batch at the new rate); `at`: in epochs, for
+        # the plot's axis.
+        "lr_changes": [
+            {
+                "from": describe_position(change.position),
+                "at": where,
+                "rate": rate,
+                "before": dict(change.before),
+            }  # fmt: skip
+            for change, (where, rate) in zip(
+                rate_changes(run.config.training), run.lr_changes(), strict=True
+            )
+        ],
     }
     for metric, name in (("val_accuracy", "rank_1"), ("val_rank5", "rank_5")):
         values = history.get(metric) or []
@@ -188,10 +203,7 @@ def format_table(rows: list[dict]) -> str:
         )
     lines.append("")
     for row in rows:
-        changes = ", ".join(
-            f"--lr {change['rate']:g} at epoch {change['epoch']:.2f}"
-            for change in row["lr_changes"]
-        )
+        changes = ", ".join(_describe_change(change) for change in row["lr_changes"])
         data = ", ".join(
             f"{role} {fields['num_samples']} ({fields['fingerprint']})"
             for role, fields in row["data"].items()
@@ -205,6 +217,15 @@ def format_table(rows: list[dict]) -> str:
     if note:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _describe_change(change: dict) -> str:
+    """A rate change in the words of train.log: --lr, or a schedule changed on a resume
+    (the rate kept, the rest of the curve rescaled)."""
+    if change.get("before"):
+        keys = ", ".join(change["before"])
+        return f"{keys} changed from {change['from']}, rate kept at {change['rate']:g}"
+    return f"--lr {change['rate']:g} from {change['from']}"
 
 
 def _best(row: dict, name: str) -> str:

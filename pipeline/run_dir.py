@@ -134,12 +134,22 @@ def save_checkpoint(model, path, *, epoch: int, batch: int = 0, extra=None) -> P
     path = Path(path)
     # Keras insists on the .keras extension, so the temporary name keeps it.
     temporary = path.with_name(f".{path.stem}.partial.keras")
+    state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
+    sidecar = state_path(path)
+    staged_state = sidecar.with_name(f".{sidecar.name}.partial")
     with removed_on_error(temporary, path):
         model.save(temporary)
         fsync_file(temporary)
-        os.replace(temporary, path)
-    state = {"checkpoint": path.name, "epoch": epoch, "batch": batch, **(extra or {})}
-    write_json_atomically(state_path(path), state)
+        with removed_on_error(staged_state, sidecar):
+            staged_state.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+            fsync_file(staged_state)
+            # The old state goes first: a crash between the renames leaves new weights
+            # without a state (refused, or read from an epoch_N name), never with the
+            # position of the weights they replaced.
+            sidecar.unlink(missing_ok=True)
+            os.replace(temporary, path)
+            os.replace(staged_state, sidecar)
+    fsync_directory(path.parent)
     return path
 
 
@@ -164,6 +174,9 @@ def read_state(checkpoint) -> dict:
             raise UserError(f"{sidecar} is damaged (no whole epoch and batch); move it away")
         return state
     match = CHECKPOINT_PATTERN.match(checkpoint.name)
+    if match is None and checkpoint.name in (INTERRUPT, BEST):
+        # Its position is known only from its state: a save cut short left none.
+        raise UserError(f"{checkpoint} has no state file {sidecar.name} (its save was cut short)")
     return {"checkpoint": checkpoint.name, "epoch": int(match.group(1)) if match else 0, "batch": 0}
 
 
@@ -174,6 +187,7 @@ def latest_checkpoint(run_dir) -> Path | None:
     with a warning for the newest checkpoint whose state reads.
     """
     run_dir = Path(run_dir)
+    settle_run_dir(run_dir)
     pointer = run_dir / LATEST
     if pointer.is_file():
         candidate = _pointed_checkpoint(run_dir, pointer)
@@ -183,6 +197,17 @@ def latest_checkpoint(run_dir) -> Path | None:
         if _readable_state(path):
             return path
     return None
+
+
+def settle_run_dir(run_dir: Path) -> None:
+    """Finish a multi-file change of the run directory cut short (a rewind or an
+    --overwrite killed half-way), so that what is read next is its new state."""
+    from pipeline.run_change import finish_pending_change  # it builds on this module
+
+    try:
+        finish_pending_change(run_dir)
+    except OSError as error:  # a read-only copy of a run: read it as it is
+        _warn(f"could not finish the change pending in {run_dir} ({error}); reading it as is")
 
 
 def _pointed_checkpoint(run_dir: Path, pointer: Path) -> Path | None:
@@ -215,9 +240,12 @@ def _warn(message: str) -> None:
 def run_lock(run_dir):
     """Hold the run directory for one training run; a second run on it is refused.
 
-    An OS file lock, so a crashed run never leaves a stale lock behind.
+    An OS file lock, so a crashed run never leaves a stale lock behind; the file goes at
+    every exit, and a run directory this start created is removed again when the start
+    wrote nothing into it (a refused start leaves no new folder behind).
     """
     run_dir = Path(run_dir)
+    created = _first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Not a with-block: the handle must stay open, and locked, for the whole run.
     handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
@@ -238,8 +266,33 @@ def run_lock(run_dir):
     try:
         yield
     finally:
+        # Removed while still held: a run starting now creates and locks a new file.
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+        if created is not None:
+            _remove_empty_folders(run_dir, created)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None: it exists)."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty_folders(path: Path, up_to: Path) -> None:
+    """Remove `path` and its parents up to `up_to`, as long as they are empty."""
+    for folder in [path, *path.parents]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (the run wrote there), or already gone
+        if folder == up_to:
+            return
 
 
 def write_run_info(run_dir, config_dict: dict, data_files) -> Path:

@@ -14,18 +14,21 @@ The decision (`resolve_start`, `config_for_start`) writes nothing; the moves
 import dataclasses
 import datetime
 import os
-import shutil
 from pathlib import Path
 
+from pipeline.advice import Invocation
+from pipeline.config import config_from_dict
 from pipeline.errors import UserError
-from pipeline.history import load_history, write_history
+from pipeline.history import load_history
 from pipeline.learning_rate import (
     Position,
-    RateChange,
+    RateNeeded,
+    continue_rate,
+    rate_at,
     rate_changes,
-    with_change,
     with_changes_up_to,
 )
+from pipeline.run_change import RunChange, carry_out, check_room
 from pipeline.run_dir import (
     ABANDONED_DIR,
     BEST,
@@ -33,15 +36,14 @@ from pipeline.run_dir import (
     CSV_FILE,
     HISTORY_FILE,
     INTERRUPT,
-    LATEST,
     PLOT_FILE,
     RECORDS,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
-    point_latest,
     read_json,
     read_state,
+    settle_run_dir,
     state_path,
 )
 
@@ -54,7 +56,8 @@ class StartRequest:
     start_epoch: int | None = None
     model_path: Path | None = None
     overwrite: bool = False
-    script: str = "train.py"
+    # The command as the user gave it: refusals advise it with what must change.
+    invocation: Invocation = Invocation()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +95,10 @@ def describe_start(start: StartPoint) -> str:
 
 
 def resolve_start(run_dir: Path, request: StartRequest) -> StartPoint:
-    """Decide what to start from. Writes nothing; every refusal names a command that works."""
+    """Decide what to start from; every refusal names a command that works. Writes
+    nothing, but finishes a change of the run directory that a crash cut short."""
     run_dir = Path(run_dir)
+    settle_run_dir(run_dir)
     if request.resume and (request.start_epoch is not None or request.model_path):
         raise UserError(
             "--resume continues from the latest checkpoint; --start_epoch and --model choose "
@@ -102,21 +107,22 @@ def resolve_start(run_dir: Path, request: StartRequest) -> StartPoint:
     if request.resume:
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
-            raise UserError(_nothing_to_resume(run_dir, request.script))
+            raise UserError(_nothing_to_resume(run_dir, request.invocation))
         return _start_from(checkpoint, read_state(checkpoint))
     if request.start_epoch is not None and request.start_epoch < 0:
         raise UserError(f"--start_epoch must be >= 0, got {request.start_epoch}")
     if request.model_path is not None:
         return _start_from_model(Path(request.model_path), request.start_epoch)
     if request.start_epoch:
-        return _start_from_epoch(run_dir, request.start_epoch, request.script)
+        return _start_from_epoch(run_dir, request.start_epoch, request.invocation)
     if request.start_epoch == 0 and not request.overwrite and _holds_a_run(run_dir):
         raise UserError(
-            f"--start_epoch 0 starts {run_dir} over: add --overwrite to replace its run"
+            f"--start_epoch 0 starts {run_dir} over, replacing its run: "
+            f"{request.invocation.command(overwrite=True)}"
         )
     if _holds_a_run(run_dir):
         if not request.overwrite:
-            raise UserError(_already_used(run_dir, request.script))
+            raise UserError(_already_used(run_dir, request.invocation))
         return StartPoint(None, clear=True)
     return StartPoint(None)
 
@@ -126,43 +132,58 @@ def _holds_a_run(run_dir: Path) -> bool:
     return bool(list_checkpoints(run_dir)) or any((run_dir / name).exists() for name in names)
 
 
-def start_over_command(run_dir: Path, script: str) -> str:
-    """The command that starts a run over with the settings it had (its config.json)."""
-    command = f"python {script} --checkpoints {run_dir} --overwrite"
-    if (run_dir / CONFIG_FILE).is_file():
-        command += f" --config {run_dir / CONFIG_FILE}"
-    return command
+def start_over_command(run_dir: Path, invocation: Invocation) -> str:
+    """The command that starts a run over with the settings it had: the --config given,
+    else the run's own config.json (its --set overrides already applied there)."""
+    if invocation.config is None and (run_dir / CONFIG_FILE).is_file():
+        invocation = dataclasses.replace(
+            invocation, config=str(run_dir / CONFIG_FILE), overrides=()
+        )
+    return invocation.command(resume=False, overwrite=True)
 
 
-def _nothing_to_resume(run_dir: Path, script: str) -> str:
+def _nothing_to_resume(run_dir: Path, invocation: Invocation) -> str:
     if _holds_a_run(run_dir):
         return (
             f"nothing to resume in {run_dir}: its run saved no checkpoint; start it over with: "
-            f"{start_over_command(run_dir, script)}"
+            f"{start_over_command(run_dir, invocation)}"
         )
     return (
         f"nothing to resume in {run_dir}: no run there yet; start one with: "
-        f"python {script} --checkpoints {run_dir}"
+        f"{invocation.command(resume=False)}"
     )
 
 
-def _already_used(run_dir: Path, script: str) -> str:
+def _already_used(run_dir: Path, invocation: Invocation) -> str:
     epochs = list(list_checkpoints(run_dir))
-    command = f"python {script} --checkpoints {run_dir}"
     if latest_checkpoint(run_dir) is None:
         return (
             f"{run_dir} holds the records of a run that saved no checkpoint (nothing to "
-            f"resume); start it over with: {start_over_command(run_dir, script)}, or choose "
-            f"another --checkpoints"
+            f"resume); start it over with: {start_over_command(run_dir, invocation)}, or "
+            f"choose another --checkpoints"
         )
-    choices = [f"continue it with: {command} --resume"]
+    latest = read_state(latest_checkpoint(run_dir))
+    epochs = invocation.epochs or _recorded_epochs(run_dir)
+    more = {}
+    if epochs is not None and latest["epoch"] >= epochs:  # finished: continuing needs more
+        more = {"epochs": latest["epoch"] + max(10, latest["epoch"] // 2)}
+    choices = [f"continue it with: {invocation.command(resume=True, **more)}"]
     if epochs:
-        choices.append(f"go back with --start_epoch {epochs[-1]}")
+        choices.append(f"go back with: {invocation.command(start_epoch=epochs[-1])}")
     return (
         f"{run_dir} already holds a run (checkpoints after epochs "
-        f"{', '.join(map(str, epochs)) or 'none'}); {'; '.join(choices)}; or start over "
-        f"with --overwrite, or choose another --checkpoints"
+        f"{', '.join(map(str, epochs)) or 'none'}); {'; '.join(choices)}; or start over with: "
+        f"{invocation.command(overwrite=True)}; or choose another --checkpoints"
     )
+
+
+def _recorded_epochs(run_dir: Path) -> int | None:
+    """training.epochs of the run's config.json (None: none that reads)."""
+    try:
+        epochs = read_json(run_dir / CONFIG_FILE)["training"]["epochs"]
+    except (UserError, OSError, KeyError, TypeError, RecursionError):
+        return None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def _start_from(checkpoint: Path, state: dict, **changes) -> StartPoint:
@@ -191,7 +212,7 @@ def _start_from_model(model_path: Path, start_epoch: int | None) -> StartPoint:
     return _start_from(model_path, state, rewind=True)
 
 
-def _start_from_epoch(run_dir: Path, epoch: int, script: str) -> StartPoint:
+def _start_from_epoch(run_dir: Path, epoch: int, invocation: Invocation) -> StartPoint:
     existing = list_checkpoints(run_dir)
     if epoch in existing:
         return _start_from(existing[epoch], read_state(existing[epoch]), rewind=True)
@@ -201,33 +222,53 @@ def _start_from_epoch(run_dir: Path, epoch: int, script: str) -> StartPoint:
     )
     set_aside = sorted((run_dir / ABANDONED_DIR).glob(f"*/{checkpoint_path('', epoch).name}"))
     if set_aside:
-        return_command = f"--model {set_aside[-1]} --start_epoch {epoch}"
+        return_command = invocation.command(model=str(set_aside[-1]), start_epoch=epoch)
         raise UserError(
             f"{message}; the abandoned branch in {set_aside[-1].parent} has one: go back to "
-            f"it with: python {script} --checkpoints {run_dir} {return_command}"
+            f"it with: {return_command}"
         )
     if existing:
         raise UserError(
-            f"{message}; pick one of those with --start_epoch, or continue with --resume"
+            f"{message}; pick one of those with --start_epoch, or continue with: "
+            f"{invocation.command(resume=True)}"
         )
-    raise UserError(f"{message}; start the run with: python {script} --checkpoints {run_dir}")
+    raise UserError(f"{message}; start the run with: {invocation.command(start_epoch=None)}")
 
 
-def check_epochs(start: StartPoint, epochs: int, run_dir: Path, script: str) -> None:
-    """A start must leave something to train."""
-    if start.checkpoint is None or start.epoch < epochs:
+def check_epochs(start: StartPoint, training, run_dir: Path, invocation: Invocation) -> None:
+    """A start must leave something to train; the advice trains on without a jump in the
+    rate (a curve that reached 0 goes on from the rate of its last epoch)."""
+    if start.checkpoint is None or start.epoch < training.epochs:
         return
     message = (
-        f"{start.checkpoint} is after epoch {start.epoch} and training.epochs is {epochs}: "
-        f"nothing left to train"
+        f"{start.checkpoint} is after epoch {start.epoch} and training.epochs is "
+        f"{training.epochs}: nothing left to train"
     )
+    more = start.epoch + max(10, start.epoch // 2)
+    # Batch 0 positions do not depend on the batches per epoch (multistep in iterations
+    # aside, which never decays to 0).
+    end_rate = rate_at(training, start.epoch, 0, 1)
+    lr = invocation.lr
+    if lr is None and end_rate == 0 and start.epoch:
+        lr = rate_at(training, start.epoch - 1, 0, 1)
     if start.checkpoint == latest_checkpoint(run_dir):
-        more = start.epoch + max(10, start.epoch // 2)
-        raise UserError(
-            f"{message}; train on with: python {script} --checkpoints {run_dir} --resume "
-            f"--epochs {more}"
-        )
-    raise UserError(f"{message}; add --epochs N with N > {start.epoch}")
+        command = invocation.command(resume=True, epochs=more, lr=lr)
+        raise UserError(f"{message}; train on with: {command}")
+    raise UserError(f"{message}; train on with: {invocation.command(epochs=more, lr=lr)}")
+
+
+def check_changes_inside_epochs(training, batches_per_epoch: int, source: str) -> None:
+    """A recorded change names a batch inside its epoch: `batch` counts the batches done
+    in it, 0 .. batches_per_epoch - 1 (one beyond would train a later epoch at a rate
+    rescaled from a position that never came)."""
+    for change in rate_changes(training):
+        if change.batch >= batches_per_epoch:
+            raise UserError(
+                f"training.rate_changes entry {change.to_dict()!r} in {source}: batch "
+                f"{change.batch} lies beyond epoch {change.epoch + 1}, which has "
+                f"{batches_per_epoch} batches (batch counts those done, 0 to "
+                f"{batches_per_epoch - 1}); correct or remove the entry"
+            )
 
 
 def check_workers_agree(start: StartPoint, distribution, batch_size: int, run_dir=None) -> None:
@@ -265,33 +306,45 @@ def recorded_training(run_dir: Path, start: StartPoint) -> dict | None:
     directory's config.json for its own checkpoints, the checkpoint's state otherwise."""
     own = start.checkpoint is not None and _inside(start.checkpoint, run_dir)
     config_file = Path(run_dir) / CONFIG_FILE
+    values = read_json(config_file) if own and config_file.is_file() else start.state
     if own and config_file.is_file():
-        return read_json(config_file).get("training")
-    return start.state.get("config", {}).get("training")
+        section = values.get("training") if isinstance(values, dict) else None
+    else:
+        config = values.get("config") if isinstance(values, dict) else None
+        section = config.get("training") if isinstance(config, dict) else None
+    return section if isinstance(section, dict) else None
 
 
-def config_for_start(config, run_dir: Path, start: StartPoint, learning_rate: float | None):
+def _recorded_config(run_dir: Path, start: StartPoint, training):
+    """The recorded training section as a config (None: none, or one that no longer
+    reads; the rate rule then has nothing to continue from)."""
+    recorded = recorded_training(run_dir, start)
+    if recorded is None:
+        return None
+    try:
+        return config_from_dict(type(training), recorded, source=str(run_dir / CONFIG_FILE))
+    except UserError:
+        return None
+
+
+def config_for_start(config, run_dir: Path, start: StartPoint):
     """The config the run trains with from the start point, and notes for the log.
 
     Resuming keeps the run's --lr changes made up to the start point (a plain --resume
-    after --resume --lr 0.01 goes on at the rate that change gave) and records a new
-    --lr as a change at the start point. A fresh start with --lr starts there.
+    after --resume --lr 0.01 goes on at the rate that change gave); the rate at the
+    start itself is settled by `config_with_rate`, once the data says how many batches
+    an epoch has.
     """
     training, notes = config.training, []
     if start.checkpoint is None:
-        if learning_rate is not None:
-            training = dataclasses.replace(training, learning_rate=learning_rate)
-        return dataclasses.replace(config, training=training), notes
+        return config, notes
     recorded = recorded_training(run_dir, start)
     if recorded is not None:
         kept = tuple(recorded.get("rate_changes", ()))
         if training.rate_changes and tuple(training.rate_changes) != kept:
             notes.append("training.rate_changes of the config given are replaced by the run's")
         training = dataclasses.replace(training, rate_changes=kept)
-        _refuse_new_initial_rate(training, recorded, start)
     training = with_changes_up_to(training, start.position)
-    if learning_rate is not None:
-        training = with_change(training, RateChange(start.epoch, start.batch, learning_rate))
     epoch_in_name = read_state(start.checkpoint).get("epoch")
     if start.rewind and epoch_in_name not in (None, start.epoch):
         notes.append(
@@ -301,17 +354,61 @@ def config_for_start(config, run_dir: Path, start: StartPoint, learning_rate: fl
     return dataclasses.replace(config, training=training), notes
 
 
-def _refuse_new_initial_rate(training, recorded: dict, start: StartPoint) -> None:
+def config_with_rate(config, run_dir: Path, start: StartPoint, learning_rate, batches_per_epoch,
+                     invocation: Invocation):  # fmt: skip
+    """The config with the rate of the start settled (pipeline.learning_rate.continue_rate):
+    --lr if given, else the rate the run had, the rest of the curve rescaled to it.
+    Returns the config and the change made at the start (None: none)."""
+    training = config.training
+    if start.checkpoint is None:
+        if learning_rate is not None:
+            training = dataclasses.replace(training, learning_rate=learning_rate)
+        return dataclasses.replace(config, training=training), None
+    recorded = _recorded_config(run_dir, start, training)
+    if recorded is not None and learning_rate is None:
+        _refuse_new_initial_rate(training, recorded, start, invocation)
+    try:
+        training, change = continue_rate(
+            recorded, training, start.position, learning_rate, batches_per_epoch
+        )
+    except RateNeeded as needed:
+        raise UserError(_rate_needed(needed, start, invocation)) from None
+    return dataclasses.replace(config, training=training), change
+
+
+def _rate_needed(needed: RateNeeded, start: StartPoint, invocation: Invocation) -> str:
+    changed = ", ".join(
+        f"training.{key} {old!r} -> {new!r}" for key, (old, new) in needed.changed.items()
+    )
+    last = needed.last_rate
+    advice = ""
+    if last:
+        advice = (
+            f"; epoch {start.epoch} trained at {last:g}: go on from there with: "
+            f"{invocation.command(lr=last)}, or give a higher --lr"
+        )
+    return (
+        f"{changed} changes the schedule after epoch {start.epoch}, where its rate had "
+        f"decayed to 0: nothing to go on from; give the rate to continue with, --lr X{advice}"
+    )
+
+
+def _refuse_new_initial_rate(training, recorded, start: StartPoint, invocation) -> None:
     """Changing the starting rate of a run after an --lr change would change nothing
     (the change anchors the rate); say how to change it instead."""
-    before = recorded.get("learning_rate")
+    before = recorded.learning_rate
     changes = [change for change in rate_changes(training) if change.position <= start.position]
-    if before is None or before == training.learning_rate or not changes:
+    if before == training.learning_rate or not changes:
         return
+    kept = tuple(
+        item for item in invocation.overrides
+        if item.partition("=")[0].strip() != "training.learning_rate"
+    )  # fmt: skip
+    command = invocation.command(lr=training.learning_rate, overrides=kept)
     raise UserError(
         f"training.learning_rate is the rate this run started at ({before:g}); after its "
-        f"--lr {changes[-1].rate:g} it no longer sets the rate: resume with --lr "
-        f"{training.learning_rate:g} to train at that rate from here"
+        f"--lr {changes[-1].rate:g} it no longer sets the rate: to train at "
+        f"{training.learning_rate:g} from here: {command}"
     )
 
 
@@ -340,37 +437,44 @@ def apply_start(run_dir: Path, start: StartPoint, now: datetime.datetime | None 
 
 
 def rewind(run_dir: Path, start: StartPoint, now: datetime.datetime) -> Path | None:
-    """Go back to `start`: latest.json names it first (a crash half-way never sends a
-    --resume to the abandoned branch), then what came after it moves aside, then the
-    history is cut to the epochs that led to it."""
+    """Go back to `start`, as one transaction (pipeline.run_change): latest.json names
+    it, what came after it moves aside with copies of the records, and the history is
+    cut to the epochs that led to it. Returns the folder of the abandoned branch."""
+    change, folder = plan_rewind(run_dir, start, now)
+    check_room(run_dir, change)
+    carry_out(run_dir, change)
+    return folder
+
+
+def plan_rewind(run_dir: Path, start: StartPoint, now: datetime.datetime):
+    """The rewind's change, and the folder it sets the abandoned branch aside in (None:
+    nothing to set aside). Writes nothing."""
     own = _inside(start.checkpoint, run_dir)
-    if own:
-        point_latest(run_dir, start.checkpoint)
-    else:
-        (run_dir / LATEST).unlink(missing_ok=True)
     later = _after(run_dir, start, own)
     logged_epochs = len(load_history(run_dir, 10**9).get("epoch", []))
     # From elsewhere, the whole history here belongs to the abandoned branch.
     history_abandoned = logged_epochs > (start.epoch if own else 0)
-    folder = None
+    folder, copies, moves = None, [], []
     if later or history_abandoned:
-        folder = _new_abandoned_folder(run_dir, start, now)
+        folder = _new_abandoned_folder(run_dir, start, now).relative_to(run_dir)
         for path in later:
-            os.replace(path, folder / path.name)
-            sidecar = state_path(path)
-            if sidecar.exists():
-                os.replace(sidecar, folder / sidecar.name)
+            moves.append((path.name, str(folder / path.name)))
+            if state_path(path).exists():
+                moves.append((state_path(path).name, str(folder / state_path(path).name)))
         for name in (HISTORY_FILE, CSV_FILE, PLOT_FILE, CONFIG_FILE):
             if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, folder / name)
-    if folder or not own:
+                copies.append((name, str(folder / name)))
+    history_from = None
+    if not own:
         # The history of the epochs that led to the checkpoint, from its own run.
-        history = load_history(run_dir if own else start.checkpoint.parent, start.epoch)
-        for name in (HISTORY_FILE, CSV_FILE, PLOT_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        if history:
-            write_history(run_dir, history)
-    return folder
+        history_from = str(start.checkpoint.parent.resolve())
+    elif folder is not None:
+        history_from = str(folder)  # the copy: the history here may be cut already
+    change = RunChange(
+        "rewind", tuple(copies), tuple(moves), start.checkpoint.name if own else None,
+        history_from, start.epoch,
+    )  # fmt: skip
+    return change, None if folder is None else run_dir / folder
 
 
 def _after(run_dir: Path, start: StartPoint, own: bool) -> list[Path]:
@@ -392,13 +496,13 @@ def _after(run_dir: Path, start: StartPoint, own: bool) -> list[Path]:
 
 
 def _new_abandoned_folder(run_dir: Path, start: StartPoint, now: datetime.datetime) -> Path:
+    """A folder name not yet taken (made when the rewind is carried out)."""
     base = f"{now:%Y%m%d-%H%M%S}_after_epoch_{start.epoch:04d}"
     folder = run_dir / ABANDONED_DIR / base
     number = 1
     while folder.exists():
         number += 1
         folder = run_dir / ABANDONED_DIR / f"{base}_{number}"
-    folder.mkdir(parents=True)
     return folder
 
 
@@ -406,14 +510,20 @@ def _inside(path: Path, run_dir: Path) -> bool:
     return Path(path).resolve().parent == Path(run_dir).resolve()
 
 
-def clear_run(run_dir: Path) -> None:
-    """Delete a run's checkpoints, their states and its records (for --overwrite); the
-    abandoned branches of the run go too."""
+def clear_run(run_dir: Path, now: datetime.datetime | None = None) -> None:
+    """Delete a run's checkpoints, their states and its records (for --overwrite), and
+    its abandoned branches, as one transaction: all move into a bin, which goes last."""
     run_dir = Path(run_dir)
+    now = now or datetime.datetime.now()
+    bin_folder = f".overwritten_{now:%Y%m%d-%H%M%S}_{os.getpid()}"
     checkpoints = [*list_checkpoints(run_dir).values(), run_dir / INTERRUPT, run_dir / BEST]
-    for path in checkpoints:
-        path.unlink(missing_ok=True)
-        state_path(path).unlink(missing_ok=True)
-    for name in RECORDS:
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / ABANDONED_DIR, ignore_errors=True)
+    names = [path.name for path in checkpoints] + [state_path(path).name for path in checkpoints]
+    names += [*RECORDS, ABANDONED_DIR]
+    moves = tuple(
+        (name, f"{bin_folder}/{name}")
+        for name in names
+        if (run_dir / name).exists() or (run_dir / name).is_symlink()
+    )
+    change = RunChange("clear", moves=moves, latest=None, deletions=(bin_folder,))
+    check_room(run_dir, change)
+    carry_out(run_dir, change)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from pipeline.advice import Invocation
 from pipeline.callbacks import TrainingInterrupted
 from pipeline.config import ExperimentConfig, config_from_values
 from pipeline.datasets.hdf5_format import split_path
@@ -26,7 +27,7 @@ from pipeline.distribute import (
 )
 from pipeline.errors import UserError
 from pipeline.fit_setup import FitSetup, build_callbacks
-from pipeline.learning_rate import describe_position, describe_rule, rate_at, rate_changes
+from pipeline.learning_rate import describe_position, describe_rule, rate_at
 from pipeline.models import build_model_for_data, check_model_matches_data, load_model
 from pipeline.run_dir import (
     CONFIG_FILE,
@@ -40,10 +41,12 @@ from pipeline.run_state import (
     StartPoint,
     StartRequest,
     apply_start,
+    check_changes_inside_epochs,
     check_epochs,
     check_workers_agree,
     config_differences,
     config_for_start,
+    config_with_rate,
     describe_start,
     resolve_start,
     start_over_command,
@@ -73,7 +76,8 @@ def train(
     learning_rate: float | None = None,
     overwrite: bool = False,
     callbacks=(),
-    script: str = "train.py",
+    invocation: Invocation | None = None,
+    config_source: str = "the config",
 ) -> TrainingResult:
     """Train, or resume, the config's model; everything it writes goes to `run_dir`.
 
@@ -82,29 +86,35 @@ def train(
     `model_path` takes that file. `learning_rate` (--lr) is the rate of the very
     next batch, the rest of the schedule rescaled to it (pipeline.learning_rate);
     on a fresh start it is the starting rate. `callbacks` are added to the fit's;
-    `script` is the command named in advice.
+    `invocation` is the command as given, which refusals advise with what must change;
+    `config_source` names the file the config came from in errors.
     """
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise UserError(f"--lr must be a finite number > 0, got {learning_rate}")
     run_dir = worker_run_dir(Path(run_dir or config.checkpoints), config.training.distribute)
-    request = StartRequest(resume, start_epoch, model_path, overwrite, script)
+    invocation = invocation or Invocation(checkpoints=str(run_dir))
+    request = StartRequest(resume, start_epoch, model_path, overwrite, invocation)
     with run_lock(run_dir):
         start = resolve_start(run_dir, request)
-        config, notes = config_for_start(config, run_dir, start, learning_rate)
-        training = config.training
-        check_epochs(start, training.epochs, run_dir, script)
-        distribution = setup_distribution(training.distribute)
-        check_workers_agree(start, distribution, training.batch_size, run_dir)
-        set_precision(training.precision)
-        seed_everything(training.seed, training.deterministic)
+        config, notes = config_for_start(config, run_dir, start)
+        check_epochs(start, config.training, run_dir, invocation)
+        distribution = setup_distribution(config.training.distribute)
+        check_workers_agree(start, distribution, config.training.batch_size, run_dir)
+        set_precision(config.training.precision)
+        seed_everything(config.training.seed, config.training.deterministic)
         train_data, val_data = open_data(config, distribution)
+        batches = train_data.batches_per_epoch
+        check_changes_inside_epochs(config.training, batches, config_source)
+        config, change = config_with_rate(
+            config, run_dir, start, learning_rate, batches, invocation
+        )
         with distribution.scope:
             model = _prepare_model(config, start, train_data)
         setup = FitSetup(
             model, config, run_dir, start, train_data, val_data, distribution,
-            tuple(callbacks), script,
+            tuple(callbacks), invocation,
         )  # fmt: skip
-        _record_start(setup, notes)
+        _record_start(setup, notes, change, learning_rate)
         return _fit(setup)
 
 
@@ -135,9 +145,10 @@ def _prepare_model(config, start: StartPoint, train_data):
     return model
 
 
-def _record_start(setup: FitSetup, notes) -> None:
+def _record_start(setup: FitSetup, notes, change, learning_rate) -> None:
     """Make the run directory match the start, rewrite config.json (what the run does
-    now) and say in train.log what changed."""
+    now) and say in train.log what changed: `change` is the rate change made at the
+    start (by --lr when `learning_rate` is given, else to keep the run's rate)."""
     run_dir, start, config = setup.run_dir, setup.start, setup.config
     previous = _previous_config(run_dir / CONFIG_FILE) if not start.clear else None
     abandoned = apply_start(run_dir, start)
@@ -149,7 +160,8 @@ def _record_start(setup: FitSetup, notes) -> None:
     _log(
         run_dir,
         f"{where}; training {setup.model.name} to epoch {training.epochs}, learning rate "
-        f"{_first_rate(setup, training):g} ({describe_rule(training)})",
+        f"{_first_rate(setup, training):g} for the next batch, {_last_epoch_rate(setup)} "
+        f"({describe_rule(training)})",
     )
     if setup.val_data is None:
         val_path = split_path(config.data.dataset_dir, config.data.val_split)
@@ -159,17 +171,39 @@ def _record_start(setup: FitSetup, notes) -> None:
     if previous and start.checkpoint:
         for line in config_differences(_without_changes(previous), _without_changes(config)):
             _log(run_dir, f"config changed: {line}")
-    changes = rate_changes(training)
-    if start.checkpoint and changes and changes[-1].position == start.position:
-        before = dataclasses.replace(training, rate_changes=training.rate_changes[:-1])
-        _log(
-            run_dir,
-            f"learning rate changed: --lr {changes[-1].rate:g} from "
-            f"{describe_position(start.position)} (it would have been "
-            f"{_first_rate(setup, before):g})",
-        )
+    if start.checkpoint and change is not None:
+        _log(run_dir, _describe_change(setup, change, learning_rate))
     for note in notes:
         _log(run_dir, f"note: {note}")
+
+
+def _describe_change(setup: FitSetup, change, learning_rate) -> str:
+    """The rate change made at the start, in words: --lr, or the run's rate kept."""
+    training = setup.config.training
+    where = describe_position(change.position)
+    if learning_rate is not None:
+        before = dataclasses.replace(training, rate_changes=training.rate_changes[:-1])
+        return (
+            f"learning rate changed: --lr {change.rate:g} from {where} (it would have been "
+            f"{_first_rate(setup, before):g})"
+        )
+    settings = ", ".join(
+        f"{key} {old!r} -> {getattr(training, key)!r}" for key, old in change.before.items()
+    )
+    return (
+        f"schedule changed ({settings}): the rate goes on at {change.rate:g} from {where}, "
+        f"the rest of the {training.schedule} curve rescaled to it (--lr sets another)"
+    )
+
+
+def _last_epoch_rate(setup: FitSetup) -> str:
+    """The rate the last epoch starts at, in words (the optimizer's own under plateau)."""
+    training = setup.config.training
+    batches = setup.train_data.batches_per_epoch
+    rate = rate_at(training, training.epochs - 1, 0, batches)
+    if rate is None:
+        return "then lowered when the monitored value stalls"
+    return f"{rate:g} at the start of epoch {training.epochs} (the last)"
 
 
 def _previous_config(config_file: Path) -> dict | None:
@@ -249,7 +283,18 @@ def _fit(setup: FitSetup) -> TrainingResult:
                     break
     except TrainingInterrupted as stopped:
         _log(run_dir, str(stopped))
+        _log(run_dir, f"resume with: {resume_command(setup, stopped.checkpoint)}")
         return TrainingResult(run_dir, stopped.checkpoint, monitor.history, interrupted=stopped)
+    except KeyboardInterrupt:
+        # A second ctrl+c: Python's own KeyboardInterrupt, raised wherever training was.
+        # The last complete checkpoint stays the latest (a save cut short left none).
+        final = latest_checkpoint(run_dir)
+        saved = f"the last saved state is {final}" if final else "nothing was saved yet"
+        print(file=sys.stderr)
+        _log(run_dir, f"quit at once by a second ctrl+c (the current batch is lost); {saved}")
+        _log(run_dir, f"resume with: {resume_command(setup, final)}")
+        stopped = QuitAtOnce(final)
+        return TrainingResult(run_dir, final, monitor.history, interrupted=stopped)
     final = latest_checkpoint(run_dir)
     if checkpoint.diverged:
         reason = _divergence(setup, checkpoint.divergence, final)
@@ -259,20 +304,36 @@ def _fit(setup: FitSetup) -> TrainingResult:
     return TrainingResult(run_dir, final, monitor.history)
 
 
+@dataclasses.dataclass(frozen=True)
+class QuitAtOnce:
+    """A second ctrl+c: training quit without saving; `checkpoint` is the last saved."""
+
+    checkpoint: Path | None
+    by: str = "ctrl+c"
+
+
+def resume_command(setup: FitSetup, checkpoint) -> str:
+    """The command that goes on after an interrupt: the run's config.json holds its
+    settings, so only --resume; a run that saved nothing starts over as it was given."""
+    if checkpoint is None:
+        return start_over_command(setup.run_dir, setup.invocation)
+    return Invocation(setup.invocation.script, str(setup.run_dir)).command(resume=True)
+
+
 def _divergence(setup: FitSetup, divergence, final: Path | None) -> str:
     """One line: where the loss stopped being finite and the command that goes on."""
     epoch, logs = divergence
     rate = float(keras.ops.convert_to_numpy(setup.model.optimizer.learning_rate))
-    command = f"python {setup.script} --checkpoints {setup.run_dir}"
+    invocation = dataclasses.replace(setup.invocation, lr=float(f"{rate / 10:.3g}"))
     what = f"training diverged in epoch {epoch} (loss {logs.get('loss')})"
     if final is None:
         return (
             f"{what} before any checkpoint was saved; start over at a lower rate with: "
-            f"{start_over_command(setup.run_dir, setup.script)} --lr {rate / 10:g}"
+            f"{start_over_command(setup.run_dir, invocation)}"
         )
     return (
         f"{what}; the latest checkpoint stays {final}; resume from it at a lower rate with: "
-        f"{command} --resume --lr {rate / 10:g}"
+        f"{invocation.command(resume=True)}"
     )
 
 

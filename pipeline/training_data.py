@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
+from pipeline.dataset_identity import check_split_matches, require_split
 from pipeline.datasets.hdf5_format import check_same_build, read_split_info, split_path
 from pipeline.errors import UserError
 from pipeline.io import HDF5DatasetGenerator
@@ -37,6 +38,9 @@ def open_data(config: ExperimentConfig, distribution):
     train_storage = data.storage
     if workers > 1:
         train_storage = _agreed_storage(data.storage, train_path, distribution)
+    # After the collective calls, which every worker makes, data or not; before the loader
+    # reads the split and the model is built: not one step on another data set.
+    check_split_matches(data, read_split_info(require_split(data, train_path)))
     train_data = HDF5DatasetGenerator(
         train_path,
         batch_size,
@@ -52,7 +56,9 @@ def open_data(config: ExperimentConfig, distribution):
     if not val_path.exists():
         _refuse_validation_settings(training, val_path)
     else:
-        val_batch = min(batch_size, read_split_info(val_path).num_samples)
+        val_info = read_split_info(val_path)
+        check_split_matches(data, val_info)
+        val_batch = min(batch_size, val_info.num_samples)
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
         check_same_build(train_data.info, val_data.info)

@@ -70,6 +70,12 @@ def test_integer_is_accepted_where_a_float_is_expected():
         ("data.image_size=-5", "data.image_size must be >= 0"),
         ("data.workers=0", "data.workers must be >= 1"),
         ("data.storage=cloud", "data.storage must be one of"),
+        (
+            "data.dataset=cifar-10",
+            "data.dataset must be one of digits, cifar10, cifar100, tiny-imagenet, caltech256, "
+            "folder \\(or \"\" for no check\\), got 'cifar-10'",
+        ),
+        ("data.num_classes=-1", "data.num_classes must be >= 0"),
         # The network is checked at load, before any data is opened.
         ('model.preset="resnet7"', "unknown model preset 'resnet7'"),
         ('model.spec={ block = "bottlenck", stages = [1], filters = [8, 8] }', "block must be"),
@@ -81,6 +87,14 @@ def test_integer_is_accepted_where_a_float_is_expected():
 def test_bad_keys_and_values_are_user_errors(override, message):
     with pytest.raises(UserError, match=message):
         load_config(None, [override])
+
+
+def test_the_data_set_kind_and_class_count_are_stated_or_left_unchecked():
+    assert load_config(None).data.dataset == "digits"
+    assert load_config(None).data.num_classes == 10
+    unchecked = load_config(None, ['data.dataset=""', "data.num_classes=0"]).data
+    assert (unchecked.dataset, unchecked.num_classes) == ("", 0)
+    assert (ExperimentConfig().data.dataset, ExperimentConfig().data.num_classes) == ("", 0)
 
 
 def test_jit_compile_is_auto_by_default_and_takes_true_or_false():

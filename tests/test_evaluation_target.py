@@ -60,6 +60,11 @@ def test_the_model_is_scored_on_the_data_it_was_trained_on_and_both_are_named(
     assert f"note: the config names {data_set_b}" in output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["num_samples"] == 360 and report["dataset"] == str(digits_dir / "test.h5")
+    # The digits preset's figures are for its own folder's data: recorded, not compared.
+    reproduction = report["reproduction"]
+    assert reproduction["compared"] is False and "difference" not in reproduction
+    assert reproduction["why_not"].startswith("the expected figures are for config/digits.toml")
+    assert "not compared: the expected figures are for config/digits.toml" in output
 
 
 def test_checkpoints_scores_that_runs_latest(tmp_path, checkpoint_on_digits, digits_dir):

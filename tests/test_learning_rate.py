@@ -1,6 +1,7 @@
 """The rate of every step: schedules, and --lr changes rescaling what is left of them."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from pipeline.config import TrainingConfig
 from pipeline.errors import UserError
 from pipeline.learning_rate import (
     RateChange,
+    RateNeeded,
+    continue_rate,
     cosine_with_warmup,
     multistep_decay,
     polynomial_decay,
@@ -181,3 +184,106 @@ def test_non_finite_rates_are_refused():
 def test_unknown_schedule_is_refused_by_the_config():
     with pytest.raises(UserError, match="training.schedule"):
         TrainingConfig(schedule="sawtooth")
+
+
+# A change of the curve itself on a resume (--epochs, --set, a rewind): one rule.
+CURVES = {
+    "step": dict(schedule="step", step_every=2.0, decay_factor=0.5),
+    "multistep": dict(schedule="multistep", milestones=(2.0, 4.0)),
+    "polynomial": dict(schedule="polynomial", decay_power=2.0),
+    "cosine": dict(schedule="cosine", warmup_epochs=1.0, min_learning_rate=0.0),
+}
+
+
+def epoch_rates(config, epochs):
+    """The rate of each epoch's first batch, as history.json records it."""
+    return [rate_at(config, epoch, 0, BATCHES) for epoch in range(epochs)]
+
+
+def extended(recorded, position, epochs, learning_rate=None):
+    """The training config after a resume at `position` with --epochs `epochs`; a refusal
+    is followed as its advice says (--lr at the rate of the last epoch trained)."""
+    given = dataclasses.replace(recorded, epochs=epochs)
+    try:
+        return continue_rate(recorded, given, position, learning_rate, BATCHES)[0], False
+    except RateNeeded as needed:
+        assert needed.changed == {"epochs": (recorded.epochs, epochs)}
+        assert needed.last_rate == rate_at(recorded, position[0] - 1, 0, BATCHES)
+        return continue_rate(recorded, given, position, needed.last_rate, BATCHES)[0], True
+
+
+def reproduced(training):
+    """The training config read back from the config.json the run writes."""
+    from pipeline.config import ExperimentConfig, config_from_values
+
+    saved = json.loads(ExperimentConfig(training=training).to_json())
+    return config_from_values(saved).training
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_a_finished_run_extended_with_epochs_never_jumps_and_its_config_reproduces_it(name):
+    recorded = training(epochs=6, **CURVES[name])
+    before = epoch_rates(recorded, 6)
+    after, refused = extended(recorded, (6, 0), 10)
+    # A curve that decayed to 0 is refused, naming the rate of its last epoch.
+    assert refused == (name in ("polynomial", "cosine"))
+    rates = before + [rate_at(after, epoch, 0, BATCHES) for epoch in range(6, 10)]
+    assert rates[:6] == epoch_rates(after, 6)  # the epochs trained keep their rates
+    decaying = rates[1:] if name == "cosine" else rates  # (after the warm-up)
+    assert all(
+        later <= earlier * (1 + 1e-12)
+        for earlier, later in zip(decaying, decaying[1:], strict=False)
+    )
+    assert epoch_rates(reproduced(after), 10) == rates
+
+
+@pytest.mark.parametrize("name", sorted(CURVES))
+def test_lengthening_or_shortening_a_running_schedule_goes_on_from_its_rate(name):
+    recorded = training(epochs=8, **CURVES[name])
+    for epochs in (4, 6, 12):
+        after, refused = extended(recorded, (3, 40), epochs)
+        assert not refused
+        assert rate_at(after, 3, 40, BATCHES) == pytest.approx(rate_at(recorded, 3, 40, BATCHES))
+        full = [rate_at(after, e, b, BATCHES) for e in range(epochs) for b in (0, 40, 99)]
+        assert [rate_at(reproduced(after), e, b, BATCHES) for e in range(epochs)
+                for b in (0, 40, 99)] == full  # fmt: skip
+        if name != "multistep":  # multistep's milestones do not move with epochs
+            assert full[-1] <= rate_at(recorded, 3, 40, BATCHES)
+
+
+def test_lr_with_epochs_sets_the_rate_and_keeps_the_earlier_curve():
+    recorded = training(epochs=6, schedule="cosine")
+    after, change = continue_rate(
+        recorded, dataclasses.replace(recorded, epochs=10), (6, 0), 0.02, BATCHES
+    )
+    assert change.rate == 0.02 and change.before == {"epochs": 6}
+    assert epoch_rates(after, 6) == epoch_rates(recorded, 6)
+    assert rate_at(after, 6, 0, BATCHES) == 0.02 and rate_at(after, 9, 0, BATCHES) < 0.02
+
+
+def test_a_resume_that_changes_nothing_records_nothing():
+    recorded = training(epochs=6, schedule="cosine")
+    after, change = continue_rate(recorded, recorded, (3, 0), None, BATCHES)
+    assert change is None and after == recorded
+
+
+def test_a_change_records_only_valid_curve_settings():
+    good = {"epoch": 2, "batch": 0, "rate": 0.05, "before": {"epochs": 4}}
+    assert training(epochs=6, schedule="cosine", rate_changes=(good,)).rate_changes == (good,)
+    for before, message in (
+        ({"seed": 1}, "before must be a table"),
+        ({}, "before must be a table"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": "six"}, "must be of type int"),
+    ):
+        with pytest.raises(UserError, match=message):
+            training(schedule="cosine", rate_changes=({**good, "before": before},))
+
+
+def test_a_recorded_change_beyond_its_epoch_is_one_line_naming_the_file():
+    from pipeline.run_state import check_changes_inside_epochs
+
+    config = training(rate_changes=({"epoch": 1, "batch": 15, "rate": 0.01},))
+    check_changes_inside_epochs(config, 16, "run/config.json")
+    with pytest.raises(UserError, match=r"in run/config.json: batch 15 lies beyond epoch 2, "):
+        check_changes_inside_epochs(config, 10, "run/config.json")

@@ -10,6 +10,8 @@ from pipeline.io.augment import build_augmenter
 from pipeline.nn.presets import spec_for
 
 PRESET_FILES = sorted(Path(CONFIG_DIR).glob("*.toml"))
+CLASS_COUNTS = {"digits": 10, "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200,
+                "caltech256": 256}  # fmt: skip
 
 
 def test_there_are_presets_for_the_reference_experiments():
@@ -34,3 +36,9 @@ def test_preset_loads_and_its_parts_are_valid(path):
     # Each preset says how to run it and what it should reach.
     text = path.read_text()
     assert "python " in text and "Expected" in text
+    # ... and which data set it trains on, built where build_dataset.py puts that kind
+    # (Caltech-256 without its clutter class).
+    data = config.data
+    assert data.num_classes == CLASS_COUNTS[data.dataset]
+    assert Path(data.dataset_dir) == Path("output/datasets") / data.dataset
+    assert f"--dataset {data.dataset}" in text

@@ -1,10 +1,12 @@
 """The reproduction report: measured figures beside a preset's expected ones (no Keras)."""
 
 import json
+import shutil
 
+import h5py
 import pytest
 
-from pipeline.config import ExpectedConfig, load_config
+from pipeline.config import CONFIG_DIR, ExpectedConfig, load_config
 from pipeline.errors import UserError
 from pipeline.reproduction import compare_with_expected, expected_for, format_comparison
 
@@ -63,12 +65,11 @@ def test_the_expectation_comes_from_the_run_that_made_the_checkpoint(tmp_path):
     model = write_state(tmp_path, paper.to_dict())
     expected, note = expected_for(model, digits, False, "output/datasets/cifar10/test.h5")
     assert expected == paper.expected and note is None
-    # Scored on other data (--dataset), the run's figures are not compared.
-    expected, note = expected_for(model, digits, False, "output/datasets/digits/test.h5")
-    assert expected is None
-    assert note == (
-        "the run's expected figures are for output/datasets/cifar10, not "
-        "output/datasets/digits: not compared"
+    # Scored on other data (--dataset), the run's figures are not compared, and say why.
+    expected, why_not = expected_for(model, digits, False, "output/datasets/digits/test.h5")
+    assert expected == paper.expected
+    assert why_not == (
+        "the run's expected figures are for output/datasets/cifar10, not output/datasets/digits"
     )
 
 
@@ -78,8 +79,8 @@ def test_without_a_record_only_an_explicit_config_for_the_scored_data_counts(tmp
     assert expected_for(old_run, digits, False, "output/datasets/digits/test.h5") == (None, None)
     given = expected_for(old_run, digits, True, "output/datasets/digits/test.h5")
     assert given == (digits.expected, None)
-    expected, note = expected_for(old_run, digits, True, "/elsewhere/test.h5")
-    assert expected is None and "not compared" in note
+    expected, why_not = expected_for(old_run, digits, True, "/elsewhere/test.h5")
+    assert expected == digits.expected and "not /elsewhere" in why_not
 
 
 @pytest.mark.parametrize(
@@ -97,8 +98,6 @@ def test_bad_expected_figures_are_refused_at_load(override, message):
 
 
 def test_every_preset_states_its_expected_result_as_data():
-    from pipeline.config import CONFIG_DIR
-
     for path in sorted(CONFIG_DIR.glob("*.toml")):
         expected = load_config(path).expected
         assert expected.stated and expected.source, path.name
@@ -121,3 +120,76 @@ def test_a_run_that_changed_its_presets_recipe_says_how(tmp_path):
     )
     unchanged = write_state(tmp_path / "unchanged", load_config().to_dict())
     assert recipe_changes(unchanged) == (Path("config/digits.toml"), [])
+
+
+@pytest.fixture
+def presets_folders(tmp_path, monkeypatch, digits_dir):
+    """A working folder whose output/datasets/digits holds the digits (the presets'
+    relative folders resolve there), and the configs of runs made in it."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(digits_dir, tmp_path / "output/datasets/digits")
+    return tmp_path
+
+
+def scored(report_figures, model, split_file):
+    """What rank_accuracy.py records of a run's checkpoint: the comparison, made or not."""
+    expected, why_not = expected_for(model, load_config(), False, split_file)
+    return compare_with_expected(report_figures, expected, why_not)
+
+
+def test_the_demos_figures_are_not_compared_for_a_run_on_another_data_set(
+    presets_folders, digits_dir
+):
+    # The digits preset trained on another folder (the issue: 44.44% was "-53.61 points,
+    # outside the spread"): not the preset's data set, whatever the folder holds.
+    run = load_config(None, [f"data.dataset_dir={digits_dir}"])
+    model = write_state(presets_folders / "run", run.to_dict())
+    comparison = scored(report(0.4444), model, digits_dir / "test.h5")
+    assert comparison["compared"] is False and "difference" not in comparison
+    assert comparison["why_not"] == (
+        f"the expected figures are for config/digits.toml's data set, output/datasets/digits, "
+        f"not {digits_dir}"
+    )
+    assert "not compared: the expected figures are for config/digits.toml's data set" in (
+        format_comparison(comparison)
+    )
+    assert comparison["measured"]["rank_1"] == 0.4444  # still reported beside them
+    # Nor for a run that says it trained on another kind of data in the preset's folder.
+    other_kind = load_config(None, ["data.dataset=folder"])
+    model = write_state(presets_folders / "folder_run", other_kind.to_dict())
+    why_not = scored(report(0.97), model, "output/datasets/digits/test.h5")["why_not"]
+    assert (
+        why_not == "the expected figures are for config/digits.toml's digits data, not folder data"
+    )
+
+
+def test_the_figures_are_compared_on_a_copy_of_the_same_build_and_not_on_another(
+    presets_folders,
+):
+    model = write_state(presets_folders / "run", load_config().to_dict())
+    assert scored(report(0.98), model, "output/datasets/digits/test.h5")["compared"] is True
+    copy = presets_folders / "copy"
+    shutil.copytree(presets_folders / "output/datasets/digits", copy)
+    assert scored(report(0.98), model, copy / "test.h5")["compared"] is True
+    with h5py.File(copy / "test.h5", "a") as handle:
+        handle.attrs["build_id"] = "f" * 32  # another build of a data set
+    comparison = scored(report(0.98), model, copy / "test.h5")
+    assert comparison["compared"] is False
+    assert comparison["why_not"].startswith(f"{copy / 'test.h5'} is of build ffffffff, not of ")
+
+
+def test_a_run_from_before_the_check_is_not_compared_on_data_of_another_kind(
+    presets_folders,
+):
+    # The issue's trap: digits built into cifar10/ and the CIFAR preset trained on them,
+    # by a version that recorded no data set kind.
+    shutil.move(presets_folders / "output/datasets/digits", "output/datasets/cifar10")
+    saved = load_config(CONFIG_DIR / "cifar10_resnet110_paper.toml").to_dict()
+    del saved["data"]["dataset"], saved["data"]["num_classes"]
+    model = write_state(presets_folders / "run", saved)
+    comparison = scored(report(0.97), model, "output/datasets/cifar10/test.h5")
+    assert comparison["compared"] is False
+    assert comparison["why_not"] == (
+        "the run's expected figures are for data.dataset = 'cifar10'; "
+        "output/datasets/cifar10/test.h5 holds digits data with 10 classes"
+    )

@@ -47,15 +47,18 @@ def test_two_runs_give_a_picture_and_a_table_of_best_and_final_figures(tmp_path,
     assert "90.00% (ep 2)" in printed and "85.00%" in printed  # best and final of the first
     assert "96.00% (ep 3)" in printed and "0:00:33" in printed
     assert (
-        "ctrl_c: bottleneck pre-activation ResNet-20, cosine rate; --lr 0.01 at epoch 1.50"
+        "ctrl_c: bottleneck pre-activation ResNet-20, cosine rate; --lr 0.01 from epoch 2, batch 6"
         in printed
     )
     rows = json.loads((output / "comparison.json").read_text())["runs"]
     assert [row["run"] for row in rows] == ["constant", "ctrl_c"]
     assert rows[0]["best_rank_1"] == 0.90 and rows[0]["best_rank_1_epoch"] == 2
     assert rows[0]["final_rank_1"] == 0.85 and rows[0]["training_seconds"] == 33.0
-    # The --lr given after batch 5 of epoch 2 (10 batches of 100 per epoch): at 1.5.
-    assert rows[1]["lr_changes"] == [{"epoch": 1.5, "rate": 0.01}]
+    # The --lr given after batch 5 of epoch 2 (10 batches of 100 per epoch): at 1.5 on the
+    # plot's axis, and in train.log's words from the first batch at the new rate.
+    assert rows[1]["lr_changes"] == [
+        {"from": "epoch 2, batch 6", "at": 1.5, "rate": 0.01, "before": {}}
+    ]
     assert rows[1]["data"] == {
         "train": {"file": "/data/digits/train.h5", "num_samples": 1000, "fingerprint": "a" * 12}
     }

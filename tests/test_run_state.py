@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, TrainingConfig
 from pipeline.errors import UserError
 from pipeline.history import write_history
@@ -16,6 +17,7 @@ from pipeline.run_state import (
     check_epochs,
     config_differences,
     config_for_start,
+    config_with_rate,
     resolve_start,
 )
 
@@ -53,6 +55,15 @@ def six_epochs(tmp_path):
 
 def start(run_dir, **request):
     return resolve_start(run_dir, StartRequest(**request))
+
+
+def settle(config, run_dir, point, learning_rate, command=None):
+    """The config a start trains with: the run's changes kept, the start's rate settled
+    (ten batches an epoch)."""
+    config, notes = config_for_start(config, run_dir, point)
+    command = command or Invocation()
+    config, _ = config_with_rate(config, run_dir, point, learning_rate, 10, command)
+    return config, notes
 
 
 def history_epochs(run_dir):
@@ -144,7 +155,7 @@ def test_advice_after_a_run_that_saved_no_checkpoint_never_goes_in_a_circle(tmp_
     assert start(run_dir, overwrite=True).clear
     # With its config.json, the command starts it over with the run's own settings.
     (run_dir / "config.json").write_text("{}")
-    with pytest.raises(UserError, match=f"--overwrite --config {run_dir / 'config.json'}"):
+    with pytest.raises(UserError, match=f"--config {run_dir / 'config.json'} --overwrite"):
         start(run_dir, resume=True)
     # Nothing there at all: --resume says how to start.
     with pytest.raises(UserError, match=r"no run there yet; start one with: python train.py"):
@@ -162,9 +173,13 @@ def test_contradicting_options_are_refused(six_epochs):
 
 def test_a_start_with_nothing_left_to_train_names_the_command_that_trains_on(six_epochs):
     point = start(six_epochs, resume=True)
-    check_epochs(point, 7, six_epochs, "train.py")
-    with pytest.raises(UserError, match=r"--checkpoints \S+ --resume --epochs 16"):
-        check_epochs(point, 6, six_epochs, "train.py")
+    command = Invocation(checkpoints=str(six_epochs), overrides=("training.seed=3",), lr=0.5)
+    check_epochs(point, TrainingConfig(epochs=7), six_epochs, command)
+    # The advice keeps what the user gave (--set, --lr) and changes what it must.
+    with pytest.raises(
+        UserError, match=r"--checkpoints \S+ --set training.seed=3 --resume --epochs 16 --lr 0.5"
+    ):
+        check_epochs(point, TrainingConfig(epochs=6), six_epochs, command)
 
 
 def experiment(**training):
@@ -178,9 +193,9 @@ def test_a_plain_resume_keeps_the_rate_changes_of_the_run(tmp_path):
     saved = experiment(rate_changes=(change,)).to_dict()
     (run_dir / "config.json").write_text(json.dumps(saved))
     # The caller's config (a preset) knows nothing of the change: the run's record does.
-    config, notes = config_for_start(experiment(), run_dir, start(run_dir, resume=True), None)
+    config, notes = settle(experiment(), run_dir, start(run_dir, resume=True), None)
     assert config.training.rate_changes == (change,) and notes == []
-    config, _ = config_for_start(experiment(), run_dir, start(run_dir, resume=True), 0.002)
+    config, _ = settle(experiment(), run_dir, start(run_dir, resume=True), 0.002)
     assert config.training.rate_changes[-1] == {"epoch": 4, "batch": 2, "rate": 0.002}
 
 
@@ -188,7 +203,7 @@ def test_going_back_drops_the_rate_changes_of_the_abandoned_branch(six_epochs):
     changes = [{"epoch": 1, "batch": 0, "rate": 0.05}, {"epoch": 4, "batch": 0, "rate": 0.01}]
     (six_epochs / "config.json").write_text(json.dumps(experiment(rate_changes=changes).to_dict()))
     point = start(six_epochs, start_epoch=2)
-    config, _ = config_for_start(experiment(), six_epochs, point, None)
+    config, _ = settle(experiment(), six_epochs, point, None)
     assert config.training.rate_changes == (changes[0],)
 
 
@@ -198,12 +213,12 @@ def test_a_new_starting_rate_after_an_lr_change_is_refused_with_the_option_that_
     point_latest(run_dir, fake_checkpoint(run_dir, "epoch_0002.keras", 2, 0, [change]))
     (run_dir / "config.json").write_text(json.dumps(experiment(rate_changes=(change,)).to_dict()))
     other = ExperimentConfig(training=TrainingConfig(learning_rate=0.3))
-    with pytest.raises(UserError, match="resume with --lr 0.3"):
-        config_for_start(other, run_dir, start(run_dir, resume=True), None)
+    with pytest.raises(UserError, match="from here: python train.py --resume --lr 0.3"):
+        settle(other, run_dir, start(run_dir, resume=True), None, Invocation(resume=True))
 
 
 def test_a_fresh_start_with_lr_starts_at_that_rate(tmp_path):
-    config, _ = config_for_start(experiment(), tmp_path, start(tmp_path / "new"), 0.02)
+    config, _ = settle(experiment(), tmp_path, start(tmp_path / "new"), 0.02)
     assert config.training.learning_rate == 0.02 and config.training.rate_changes == ()
 
 
@@ -218,7 +233,7 @@ def test_config_differences_name_each_changed_value():
 
 def test_a_checkpoint_renamed_by_start_epoch_is_noted(six_epochs):
     point = start(six_epochs, model_path=six_epochs / "epoch_0004.keras", start_epoch=5)
-    _, notes = config_for_start(experiment(), six_epochs, point, None)
+    _, notes = config_for_start(experiment(), six_epochs, point)
     assert notes and "saved after epoch 4" in notes[0]
     assert read_state(six_epochs / "epoch_0004.keras")["epoch"] == 4
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import keras
 
+from pipeline.errors import UserError
 from pipeline.run_dir import (
     BEST,
+    INTERRUPT,
     checkpoint_path,
     list_checkpoints,
     point_latest,
@@ -77,11 +79,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
             extra=self._state(),
         )
         point_latest(self.run_dir, path)
+        self._remove_passed_interrupt(completed_epochs)
         self.last_saved_epoch = completed_epochs
         if self.keep_last:
             for old in list(list_checkpoints(self.run_dir).values())[: -self.keep_last]:
                 old.unlink(missing_ok=True)
                 state_path(old).unlink(missing_ok=True)
+
+    def _remove_passed_interrupt(self, completed_epochs: int) -> None:
+        """An interrupt this run has trained past is stale: the epoch checkpoint just
+        saved supersedes it, and nothing should ever resume from it by mistake."""
+        interrupt = self.run_dir / INTERRUPT
+        if not interrupt.is_file():
+            return
+        try:
+            state = read_state(interrupt)
+        except UserError:
+            state = {"epoch": 0, "batch": 0}  # no position: it cannot be ahead of this
+        if (state["epoch"], state["batch"]) <= (completed_epochs, 0):
+            interrupt.unlink(missing_ok=True)
+            state_path(interrupt).unlink(missing_ok=True)
 
     def _state(self) -> dict:
         return self.state() if callable(self.state) else self.state

@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.datasets.kinds import build_advice, guess_kind
 from pipeline.errors import UserError
 
 FORMAT_VERSION = 1
@@ -355,13 +356,8 @@ def open_split(path: str | Path) -> h5py.File:
     # sees the new data set whole, never half old and half new.
     finish_committed_build(path.parent)
     if not path.is_file():
-        hint = ""
-        if path.with_name(path.name + PARTIAL_SUFFIX).exists():
-            hint = " (only an unfinished .partial build is there)"
-        raise UserError(
-            f"dataset file {path} does not exist{hint}; build it first, for example "
-            f"'python build_dataset.py --dataset digits --output {path.parent}'"
-        )
+        # No config says which data set belongs here: the folder's name may.
+        raise missing_split_error(path, build_advice(guess_kind(path.parent), path.parent))
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
@@ -382,6 +378,14 @@ def open_split(path: str | Path) -> h5py.File:
         handle.close()
         raise UserError(f"{path} breaks the split format: {error}; rebuild it") from None
     return handle
+
+
+def missing_split_error(path: Path, advice: str) -> UserError:
+    """The error for a split file that is not there, with `advice` on building it."""
+    hint = ""
+    if path.with_name(path.name + PARTIAL_SUFFIX).exists():
+        hint = " (only an unfinished .partial build is there)"
+    return UserError(f"dataset file {path} does not exist{hint}; {advice}")
 
 
 class ContractError(Exception):
