@@ -163,9 +163,9 @@ def _already_used(run_dir: Path, invocation: Invocation) -> str:
             f"choose another --checkpoints"
         )
     latest = read_state(latest_checkpoint(run_dir))
-    epochs = invocation.epochs or _recorded_epochs(run_dir)
+    total = invocation.epochs or _recorded_epochs(run_dir)
     more = {}
-    if epochs is not None and latest["epoch"] >= epochs:  # finished: continuing needs more
+    if total is not None and latest["epoch"] >= total:  # finished: continuing needs more
         more = {"epochs": latest["epoch"] + max(10, latest["epoch"] // 2)}
     choices = [f"continue it with: {invocation.command(resume=True, **more)}"]
     if epochs:
