@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.advice import Invocation
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
 from pipeline.evaluation_target import evaluation_target
@@ -65,6 +66,8 @@ def main(argv=None):
         checkpoints=args.checkpoints,
         dataset=args.dataset,
         split=args.split,
+        # Without a checkpoint: the training command for the same --config and --set.
+        training=Invocation(config=args.config, overrides=tuple(args.overrides)),
     )
     for note in target.notes:
         print(f"note: {note}")

@@ -9,6 +9,7 @@ that differs from what the config names is said, never made silently.
 import dataclasses
 from pathlib import Path
 
+from pipeline.advice import Invocation
 from pipeline.dataset_identity import require_split
 from pipeline.datasets.hdf5_format import split_path
 from pipeline.datasets.kinds import KINDS, build_advice
@@ -25,13 +26,14 @@ class EvaluationTarget:
     notes: tuple[str, ...] = ()
 
 
-def newest_checkpoint(run_dir: str | Path) -> Path:
-    """The run's latest checkpoint (latest.json, else the highest epoch)."""
+def newest_checkpoint(run_dir: str | Path, training: Invocation | None = None) -> Path:
+    """The run's latest checkpoint (latest.json, else the highest epoch). `training` is
+    the training command that makes it (the --config and --set given here, kept)."""
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
+        command = (training or Invocation()).command(checkpoints=str(run_dir))
         raise UserError(
-            f"no checkpoint in {run_dir}; train first ('python train.py --checkpoints "
-            f"{run_dir}') or pass --model PATH"
+            f"no checkpoint in {run_dir}; train first ('{command}') or pass --model PATH"
         )
     return checkpoint
 
@@ -43,12 +45,15 @@ def resolve_split_file(dataset: str | Path, split: str) -> Path:
 
 
 def evaluation_target(
-    config, *, model=None, checkpoints=None, dataset=None, split=None
+    config, *, model=None, checkpoints=None, dataset=None, split=None, training=None
 ) -> EvaluationTarget:
-    """The model file and split file to score, and where each choice came from."""
+    """The model file and split file to score, and where each choice came from; `training`
+    (an Invocation) is the command advised when there is no checkpoint yet."""
     if model and checkpoints:
         raise UserError("--model names a checkpoint and --checkpoints a run: give one of them")
-    model_path = Path(model) if model else newest_checkpoint(checkpoints or config.checkpoints)
+    model_path = (
+        Path(model) if model else newest_checkpoint(checkpoints or config.checkpoints, training)
+    )
     if not model_path.is_file():
         raise UserError(f"--model {model_path} does not exist")
     if dataset:

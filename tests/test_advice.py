@@ -178,3 +178,19 @@ def test_an_invocation_changes_only_what_the_advice_must():
     ]  # fmt: skip
     assert "--start_epoch" not in command  # choosing where to start replaces the others
     assert shlex.split(given.command(overwrite=True))[-1] == "--overwrite"
+
+
+def test_scoring_a_preset_without_a_checkpoint_advises_training_that_preset(tmp_path):
+    import pytest
+
+    from pipeline.errors import UserError
+    from pipeline.evaluation_target import newest_checkpoint
+
+    training = Invocation(config="config/cifar10_resnet56_ctrl_c.toml", overrides=("a.b=1",))
+    with pytest.raises(UserError) as refused:
+        newest_checkpoint(tmp_path / "run", training)
+    command = str(refused.value).split("train first ('")[1].split("')")[0]
+    assert shlex.split(command) == [
+        "python", "train.py", "--checkpoints", str(tmp_path / "run"),
+        "--config", "config/cifar10_resnet56_ctrl_c.toml", "--set", "a.b=1",
+    ]  # fmt: skip
