@@ -22,7 +22,7 @@ from pipeline.advice import Invocation
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
 from pipeline.evaluation_target import evaluation_target
-from pipeline.framework import load_keras
+from pipeline.framework import check_backend, load_keras
 from pipeline.reproduction import (
     compare_with_expected,
     expected_for,
@@ -59,6 +59,7 @@ def main(argv=None):
     parser.add_argument("--per-class", action="store_true", help="print the classification report")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    check_backend()  # an environment error first, before any file is looked at
     config = config_from_arguments(args)
     target = evaluation_target(
         config,

@@ -121,7 +121,10 @@ def test_train_decay_on_the_default_config_trains_polynomial_decay(tmp_path, dig
     )
     assert "training.schedule 'cosine' replaced by 'polynomial'" in output
     assert "polynomial decay to 0 over 2 epochs" in output
-    assert "learning rate 0.1 (polynomial schedule from 0.1)" in output
+    assert (
+        "learning rate 0.1 for the next batch, 0.05 at the start of epoch 2 (the last) "
+        "(polynomial schedule from 0.1)"
+    ) in output
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["learning_rate"] == pytest.approx([0.1, 0.05])
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
