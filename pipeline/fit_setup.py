@@ -63,6 +63,8 @@ def build_callbacks(setup: FitSetup) -> RunCallbacks:
     saved = {
         "config": setup.config.to_dict(),
         "class_names": list(data.info.class_names),
+        # The build trained on: a report later compares only data of the same build.
+        "data_build_id": data.info.build_id,
         "workers": setup.distribution.process_count,
     }
 

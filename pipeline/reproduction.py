@@ -37,7 +37,12 @@ def expected_for(
     else, with --config given, that config's; else nothing (the default config names the
     demo's figures, which say nothing of another run). Returns the expectation and, where
     it is not about this checkpoint on this data, why it is not compared (one line)."""
-    trained = read_state(model_path).get("config") or {}
+    state = read_state(model_path)
+    trained = state.get("config") or {}
+    # The build the run trained on, as its checkpoint recorded it (a folder rebuilt since
+    # holds another build).
+    build = state.get("data_build_id")
+    build = build if isinstance(build, str) and build else None
     if "expected" in trained:
         expected = config_from_dict(
             ExpectedConfig, trained["expected"], source=f"the state of {model_path}"
@@ -49,10 +54,12 @@ def expected_for(
         return None, None
     if not expected.stated:
         return None, None
-    return expected, why_not_comparable(run, split_file, whose)
+    return expected, why_not_comparable(run, split_file, whose, build)
 
 
-def why_not_comparable(run: dict, split_file: str | Path, whose: str) -> str | None:
+def why_not_comparable(
+    run: dict, split_file: str | Path, whose: str, trained_build: str | None = None
+) -> str | None:
     """Why figures expected for `run` (a saved config) say nothing of scoring `split_file`
     (None: they do). A preset's figures hold for a run on the preset's data set, scored
     on the data it trained on: not for the demo's recipe trained on other data."""
@@ -61,7 +68,7 @@ def why_not_comparable(run: dict, split_file: str | Path, whose: str) -> str | N
     scored = _split_info(split_file)
     return (
         _not_the_presets_data(preset, data)
-        or _not_the_trained_data(data, split_file, scored, whose)
+        or _not_the_trained_data(data, split_file, scored, whose, trained_build)
         or _not_the_stated_data(preset, data, split_file, scored, whose)
     )
 
@@ -82,20 +89,23 @@ def _not_the_presets_data(preset, data: dict) -> str | None:
     return None
 
 
-def _not_the_trained_data(data: dict, split_file, scored, whose: str) -> str | None:
-    """The scored split is not of the data the run trained on: another build, or (where
-    either build is unknown) another folder."""
+def _not_the_trained_data(data: dict, split_file, scored, whose: str, trained_build=None):
+    """The scored split is not of the data the run trained on: another build (the one the
+    checkpoint recorded, else that of the train split there now), or (where either build
+    is unknown) another folder."""
     dataset_dir = data.get("dataset_dir")
     if not dataset_dir:
         return None
     train_file = split_path(dataset_dir, data.get("train_split", "train"))
-    trained = _split_info(train_file)
-    if scored and trained and scored.build_id and trained.build_id:
-        if scored.build_id == trained.build_id:
+    if trained_build is None:
+        trained = _split_info(train_file)
+        trained_build = trained.build_id if trained else None
+    if scored and scored.build_id and trained_build:
+        if scored.build_id == trained_build:
             return None
         return (
             f"{split_file} is of build {scored.build_id[:8]}, not of the build "
-            f"{trained.build_id[:8]} of {train_file}, the data trained on"
+            f"{trained_build[:8]} the run trained on"
         )
     if _same_folder(Path(split_file).parent, dataset_dir):
         return None

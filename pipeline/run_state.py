@@ -327,13 +327,14 @@ def _recorded_config(run_dir: Path, start: StartPoint, training):
         return None
 
 
-def config_for_start(config, run_dir: Path, start: StartPoint):
+def config_for_start(config, run_dir: Path, start: StartPoint, config_given: bool = False):
     """The config the run trains with from the start point, and notes for the log.
 
     Resuming keeps the run's --lr changes made up to the start point (a plain --resume
     after --resume --lr 0.01 goes on at the rate that change gave); the rate at the
     start itself is settled by `config_with_rate`, once the data says how many batches
-    an epoch has.
+    an epoch has. `config_given`: the user gave the config (--config, or --set of
+    training.rate_changes), whose changes the run's record then replaces (noted).
     """
     training, notes = config.training, []
     if start.checkpoint is None:
@@ -341,7 +342,7 @@ def config_for_start(config, run_dir: Path, start: StartPoint):
     recorded = recorded_training(run_dir, start)
     if recorded is not None:
         kept = tuple(recorded.get("rate_changes", ()))
-        if training.rate_changes and tuple(training.rate_changes) != kept:
+        if config_given and training.rate_changes and tuple(training.rate_changes) != kept:
             notes.append("training.rate_changes of the config given are replaced by the run's")
         training = dataclasses.replace(training, rate_changes=kept)
     training = with_changes_up_to(training, start.position)

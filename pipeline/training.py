@@ -96,7 +96,7 @@ def train(
     request = StartRequest(resume, start_epoch, model_path, overwrite, invocation)
     with run_lock(run_dir):
         start = resolve_start(run_dir, request)
-        config, notes = config_for_start(config, run_dir, start)
+        config, notes = config_for_start(config, run_dir, start, _config_given(invocation))
         check_epochs(start, config.training, run_dir, invocation)
         distribution = setup_distribution(config.training.distribute)
         check_workers_agree(start, distribution, config.training.batch_size, run_dir)
@@ -167,7 +167,7 @@ def _record_start(setup: FitSetup, notes, change, learning_rate) -> None:
         val_path = split_path(config.data.dataset_dir, config.data.val_split)
         _log(run_dir, f"no validation split ({val_path} does not exist): training without one")
     if abandoned:
-        _log(run_dir, f"what came after {start.checkpoint.name} was moved to {abandoned}")
+        _log(run_dir, _describe_set_aside(run_dir, start, abandoned))
     if previous and start.checkpoint:
         for line in config_differences(_without_changes(previous), _without_changes(config)):
             _log(run_dir, f"config changed: {line}")
@@ -175,6 +175,26 @@ def _record_start(setup: FitSetup, notes, change, learning_rate) -> None:
         _log(run_dir, _describe_change(setup, change, learning_rate))
     for note in notes:
         _log(run_dir, f"note: {note}")
+
+
+def _config_given(invocation: Invocation) -> bool:
+    """Whether the user gave rate changes of their own: a --config, or a --set of them."""
+    keys = {item.partition("=")[0].strip() for item in invocation.overrides}
+    return invocation.config is not None or "training.rate_changes" in keys
+
+
+def _describe_set_aside(run_dir: Path, start, abandoned: Path) -> str:
+    """What a rewind moved, in words: the epochs after the checkpoint, or (going on from a
+    checkpoint outside the run directory) the whole branch that was there."""
+    if start.checkpoint.resolve().parent == run_dir.resolve():
+        return (
+            f"what came after epoch {start.epoch} ({start.checkpoint.name}) was moved to "
+            f"{abandoned}"
+        )
+    return (
+        f"the branch that was in {run_dir} was moved to {abandoned}: training goes on from "
+        f"{start.checkpoint}, outside it"
+    )
 
 
 def _describe_change(setup: FitSetup, change, learning_rate) -> str:

@@ -193,3 +193,16 @@ def test_a_run_from_before_the_check_is_not_compared_on_data_of_another_kind(
         "the run's expected figures are for data.dataset = 'cifar10'; "
         "output/datasets/cifar10/test.h5 holds digits data with 10 classes"
     )
+
+
+def test_a_data_set_rebuilt_since_training_is_not_compared(presets_folders):
+    # The checkpoint records the build it trained on; the folder now holds another.
+    model = write_state(presets_folders / "run", load_config().to_dict())
+    state = json.loads(model.with_suffix(".json").read_text())
+    model.with_suffix(".json").write_text(json.dumps({**state, "data_build_id": "e" * 32}))
+    comparison = scored(report(0.98), model, "output/datasets/digits/test.h5")
+    assert comparison["compared"] is False
+    assert comparison["why_not"].endswith("not of the build eeeeeeee the run trained on")
+    # A forged id (not text) is no record: the folder's own build is compared instead.
+    model.with_suffix(".json").write_text(json.dumps({**state, "data_build_id": [1]}))
+    assert scored(report(0.98), model, "output/datasets/digits/test.h5")["compared"] is True

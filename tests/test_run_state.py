@@ -244,3 +244,17 @@ def test_a_run_forked_into_a_new_directory_takes_the_history_of_its_checkpoint(s
     assert apply_start(fork, point, NOW) is None
     assert history_epochs(fork) == [1, 2, 3, 4] and not (fork / "abandoned").exists()
     assert latest_checkpoint(fork) is None  # nothing of the fork is trained yet
+
+
+def test_the_runs_changes_replace_those_of_a_config_given_and_say_so_only_then(tmp_path):
+    run_dir = tmp_path / "run"
+    change = {"epoch": 3, "batch": 5, "rate": 0.01}
+    point_latest(run_dir, fake_checkpoint(run_dir, "interrupt.keras", 4, 2, [change]))
+    other = experiment(rate_changes=({"epoch": 1, "batch": 0, "rate": 0.05},))
+    point = start(run_dir, resume=True)
+    config, notes = config_for_start(other, run_dir, point, config_given=True)
+    assert config.training.rate_changes == (change,) and "are replaced by the run's" in notes[0]
+    # No config given: the one read back is the run's own (another branch's, after a
+    # rewind), not something the user said: nothing to note.
+    config, notes = config_for_start(other, run_dir, point)
+    assert config.training.rate_changes == (change,) and notes == []
