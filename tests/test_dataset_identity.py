@@ -119,3 +119,25 @@ def test_scoring_without_a_training_record_names_the_configs_builder(tmp_path, m
     error = one_line_error(capsys, rank_accuracy.main(["--config", config, "--model", str(model)]))
     assert f"{split_path('output/datasets/cifar10', 'test')} does not exist" in error
     assert f"'{CIFAR10}'" in error
+
+
+def test_following_the_cifar10_advice_builds_what_the_preset_trains_on(
+    tmp_path, monkeypatch, capsys
+):
+    import shlex
+
+    import build_dataset
+    from tests.datasets.test_cifar import make_archive, write_cifar10
+
+    monkeypatch.chdir(tmp_path)
+    config = CONFIG_DIR / "cifar10_resnet56_ctrl_c.toml"
+    one_line_error(capsys, train.main(["--config", str(config), "--checkpoints", "run"]))
+    # The archive the advice names, as the official download packs it (a small one).
+    make_archive(write_cifar10(tmp_path / "download").folder, tmp_path / "cifar-10-python.tar.gz")
+    command = shlex.split(CIFAR10)
+    assert command[:2] == ["python", "build_dataset.py"]
+    assert build_dataset.main(command[2:]) == 0
+    preset = load_config(config)
+    train_split = split_path(preset.data.dataset_dir, preset.data.train_split)
+    check_split_matches(preset.data, read_split_info(train_split))  # accepted: no error
+    assert read_split_info(train_split).num_classes == 10
