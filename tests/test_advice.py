@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pipeline.advice import Invocation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,6 +147,16 @@ def test_every_advised_command_runs_and_trains_what_was_meant(tmp_path, digits_d
         assert "--lr" in followed[name]
     cosine = epoch_rates(tmp_path / "cosine")
     assert len(cosine) == 16 and never_jumps(cosine), cosine
+    # Its config.json, changes and all, gives every rate it trained at (1257 training
+    # images in batches of 256: 5 batches an epoch; the history holds float32 rates).
+    from pipeline.config import load_config
+    from pipeline.learning_rate import rate_at
+
+    training = load_config(tmp_path / "cosine" / "config.json").training
+    assert [change["epoch"] for change in training.rate_changes] == [3, 13]
+    assert [rate_at(training, epoch, 0, 5) for epoch in range(16)] == pytest.approx(
+        cosine, rel=1e-6
+    )
     decay = tmp_path / "decay"
     assert never_jumps(epoch_rates(decay))
     # The user's --set and --lr stay in the advice.
@@ -181,8 +193,6 @@ def test_an_invocation_changes_only_what_the_advice_must():
 
 
 def test_scoring_a_preset_without_a_checkpoint_advises_training_that_preset(tmp_path):
-    import pytest
-
     from pipeline.errors import UserError
     from pipeline.evaluation_target import newest_checkpoint
 
