@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 
 from pipeline.datasets import safe_pickle
 from pipeline.datasets.builder import write_in_memory_dataset
+from pipeline.datasets.source_files import MAX_ARCHIVE_BYTES, open_source_file
 from pipeline.errors import UserError
 
 IMAGE_SIDE = 32
@@ -148,7 +149,7 @@ def read_folder(source_path: Path, layout: CifarLayout) -> dict[str, PickledFile
     _check_total({name: path.stat().st_size for name, path in paths.items()}, source_path)
     for name, path in paths.items():
         try:
-            with path.open("rb") as stream:
+            with open_source_file(path, "CIFAR file", MAX_TOTAL_BYTES) as stream:
                 size = os.fstat(stream.fileno()).st_size
                 files[name] = PickledFile(str(path), load_cifar_pickle(stream, str(path), size))
         except OSError as error:
@@ -195,8 +196,10 @@ def find_archive_members(
 
 def read_archive(archive_path: Path, layout: CifarLayout) -> dict[str, PickledFile]:
     """Read the files straight out of the tar archive, without extracting anything."""
+    # A regular file, opened without blocking (a FIFO or /dev/zero would hang tarfile).
+    handle = open_source_file(archive_path, "--source", MAX_ARCHIVE_BYTES)
     try:
-        with tarfile.open(archive_path, "r:*") as archive:
+        with handle, tarfile.open(str(archive_path), "r:*", fileobj=handle) as archive:
             members = find_archive_members(archive, layout)
             missing = [
                 f"{archive_path}:{layout.folder_name}/{name}"

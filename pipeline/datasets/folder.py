@@ -6,11 +6,13 @@ validation ground truth comes that way), or is carved from train by fraction.
 """
 
 import csv
+import io
 import os
 from pathlib import Path
 
 from pipeline.datasets.builder import ImageRecord, default_image_size, write_file_dataset
 from pipeline.datasets.image_folders import class_folders, files_under, printable, require
+from pipeline.datasets.source_files import read_source_text
 from pipeline.datasets.splitting import carve_splits
 from pipeline.errors import UserError
 
@@ -41,12 +43,14 @@ def read_label_file(path: Path) -> dict[str, str]:
     """Map image file name (or stem) -> class name, from a CSV or whitespace-separated file."""
     require(path, LABELS_FORMAT)
     mapping = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = (
-            list(csv.reader(handle))
-            if path.suffix.lower() == ".csv"
-            else [line.split() for line in handle]
-        )
+    # A regular file, bounded in size and line length (a FIFO or /dev/zero is refused).
+    text = read_source_text(path, "--val-labels")
+    lines = io.StringIO(text, newline="")
+    rows = (
+        list(csv.reader(lines))
+        if path.suffix.lower() == ".csv"
+        else [line.split() for line in lines]
+    )
     if rows and [cell.strip() for cell in rows[0][:2]] == ["ImageId", "PredictionString"]:
         # Kaggle's ImageNet file: the first word of PredictionString is the wnid.
         rows = [[row[0], row[1].split()[0]] for row in rows[1:] if len(row) > 1 and row[1].split()]

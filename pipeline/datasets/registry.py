@@ -1,5 +1,6 @@
 """The data sets build_dataset.py knows, by name, and the options each one takes."""
 
+import contextlib
 import functools
 import inspect
 from pathlib import Path
@@ -50,6 +51,14 @@ def build_dataset(name: str, *, output=None, seed: int = 0, overwrite=False, **o
         # Passed even when missing, so that the builder says what to download.
         given.setdefault("source", None)
     output = Path(output) if output is not None else DEFAULT_OUTPUT_ROOT / name
+    created = not output.exists()
     # Refuse an existing output before reading gigabytes of source data.
     prepare_output_dir(output, overwrite)
-    return BUILDERS[name](output, seed=seed, overwrite=overwrite, **given)
+    try:
+        return BUILDERS[name](output, seed=seed, overwrite=overwrite, **given)
+    except BaseException:
+        # A refused build (a bad source) leaves no new empty folder behind.
+        if created:
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise

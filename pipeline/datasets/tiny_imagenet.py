@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.datasets.builder import ImageRecord, write_file_dataset
 from pipeline.datasets.image_folders import files_under, require
+from pipeline.datasets.source_files import read_source_text
 from pipeline.datasets.splitting import carve_per_class
 from pipeline.errors import UserError
 
@@ -33,14 +34,15 @@ def find_root(source) -> Path:
 
 
 def read_wnids(root: Path) -> list[str]:
-    lines = require(root / "wnids.txt", LAYOUT).read_text().split()
+    lines = read_source_text(require(root / "wnids.txt", LAYOUT), "Tiny ImageNet file").split()
     return sorted(set(lines))
 
 
 def read_class_names(root: Path, wnids: list[str]) -> list[str]:
     """The first synonym of each wnid in words.txt, made unique with the wnid where it repeats."""
     words = {}
-    for line in require(root / "words.txt", LAYOUT).read_text(encoding="utf-8").splitlines():
+    words_file = require(root / "words.txt", LAYOUT)
+    for line in read_source_text(words_file, "Tiny ImageNet file").splitlines():
         wnid, _, names = line.partition("\t")
         words[wnid.strip()] = names.split(",")[0].strip()
     first_names = [words.get(wnid) or wnid for wnid in wnids]
@@ -64,7 +66,8 @@ def val_records(root: Path, wnids: list[str]) -> list[ImageRecord]:
     annotations = require(root / "val" / "val_annotations.txt", LAYOUT)
     label_of = {wnid: label for label, wnid in enumerate(wnids)}
     records = []
-    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+    text = read_source_text(annotations, "Tiny ImageNet file")
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
