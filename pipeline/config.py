@@ -24,6 +24,8 @@ from pipeline.nn.presets import spec_for
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
+# A preset or a run's config.json is a few KiB: a larger file is refused unread.
+MAX_CONFIG_BYTES = 4 * 1024**2
 
 
 SCHEDULES = ("constant", "step", "multistep", "polynomial", "cosine", "plateau")
@@ -360,8 +362,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; presets are in {CONFIG_DIR}")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes; not a config")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UserError(f"config file {path} is not UTF-8 text ({error.reason})") from None
     try:
@@ -369,6 +375,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"config file {path} is not valid: {error}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is not valid: nested too deep") from None
+    if not isinstance(values, Mapping):
+        raise UserError(f"config file {path} is not valid: not a table (JSON object)")
     return config_from_values(values, overrides, source=str(path))
 
 

@@ -1,6 +1,5 @@
 """Rank-1 / rank-5 accuracy of a model over every sample of a split."""
 
-import json
 from pathlib import Path
 
 import keras
@@ -20,7 +19,7 @@ from pipeline.reports import (
     per_class_figures,
     plot_confusion,
 )
-from pipeline.run_dir import fingerprint, read_state
+from pipeline.run_dir import fingerprint, read_state, strict_json
 
 MODES = ("center", "ten_crop", "multi_scale")
 # Report entries kept for pictures but not written to the JSON.
@@ -210,7 +209,7 @@ def write_report(report: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     serialisable = {key: value for key, value in report.items() if key not in ARRAYS}
-    path.write_text(json.dumps(serialisable, indent=2) + "\n")
+    path.write_text(strict_json(serialisable, path) + "\n")
     return path
 
 

@@ -60,7 +60,7 @@ def evaluation_target(
         split_file = resolve_split_file(dataset, split or config.data.test_split)
         return EvaluationTarget(model_path, split_file, "--dataset")
     trained = read_state(model_path).get("config", {}).get("data")
-    if not trained:
+    if not trained or not trained.get("dataset_dir"):
         split_file = resolve_split_file(config.data.dataset_dir, split or config.data.test_split)
         require_split(config.data, split_file)
         return EvaluationTarget(model_path, split_file, "the config (no training record)")

@@ -75,31 +75,71 @@ def _load_run(path: Path, label: str) -> Run:
     history = _checked_history(read_json(path / HISTORY_FILE), path / HISTORY_FILE)
     config = load_config(path / CONFIG_FILE)
     info_path = path / RUN_INFO_FILE
-    data = read_json(info_path).get("data", {}) if info_path.is_file() else {}
+    data = _checked_data(read_json(info_path), info_path) if info_path.is_file() else {}
     return Run(label, path, history, config, data)
+
+
+# Bounds of what a history can hold: epochs counted from 1, increasing; an epoch's
+# seconds under a year.
+MAX_EPOCH = 10**7
+MAX_EPOCH_SECONDS = 365 * 24 * 3600
 
 
 def _checked_history(history, path: Path) -> dict:
     """history.json as train.py writes it: columns of one value (a number, or null) per
-    epoch, `epoch` counting whole epochs; anything else is a one-line error."""
+    epoch, `epoch` counting whole epochs upwards, `seconds` a duration; anything else is
+    a one-line error naming the column. A non-finite value (NaN, Infinity) reads as null,
+    as train.py writes one."""
     columns = history if isinstance(history, dict) else {}
     epochs = columns.get("epoch")
-    fits = (
-        isinstance(epochs, list)
-        and all(type(epoch) is int for epoch in epochs)
-        and all(
-            isinstance(values, list)
-            and len(values) == len(epochs)
-            and all(value is None or type(value) in (int, float) for value in values)
-            for values in columns.values()
+    if not isinstance(epochs, list) or not all(
+        type(epoch) is int and 1 <= epoch < MAX_EPOCH for epoch in epochs
+    ):
+        _damaged(path, f"epoch must list whole epochs from 1 to {MAX_EPOCH - 1}")
+    if any(later <= earlier for earlier, later in zip(epochs, epochs[1:], strict=False)):
+        _damaged(path, "epoch must count upwards")
+    cleaned = {}
+    for name, values in columns.items():
+        numeric = isinstance(values, list) and all(
+            value is None or type(value) in (int, float) for value in values
         )
-    )
-    if not fits:
-        raise UserError(
-            f"{path} is damaged (not one number per epoch in every column); "
-            f"train.py rewrites it at the next epoch"
+        if not numeric or len(values) != len(epochs):
+            _damaged(path, f"{name} must hold one number (or null) per epoch")
+        cleaned[name] = [_finite_or_none(value) for value in values]
+    seconds = [value for value in cleaned.get("seconds", []) if value is not None]
+    if not all(0 <= value < MAX_EPOCH_SECONDS for value in seconds):
+        _damaged(path, f"seconds must be durations from 0 to {MAX_EPOCH_SECONDS}")
+    return cleaned
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _damaged(path: Path, what: str):
+    raise UserError(f"{path} is damaged: {what}; train.py rewrites it at the next epoch")
+
+
+def _checked_data(info, path: Path) -> dict:
+    """run_info.json's `data`: split file -> its fingerprint fields, each of its type."""
+    data = info.get("data", {})
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is damaged: data must be a table of split files")
+    for file, fields in data.items():
+        fits = (
+            isinstance(fields, dict)
+            and type(fields.get("num_samples", 0)) is int
+            and fields.get("num_samples", 0) >= 0
+            and isinstance(fields.get("sha256_labels_and_edges", ""), str)
         )
-    return columns
+        if not fits:
+            raise UserError(
+                f"{path} is damaged: data[{file!r}] must hold num_samples (a count) and "
+                f"sha256_labels_and_edges (text)"
+            )
+    return data
 
 
 def _labels(paths: list[Path]) -> list[str]:

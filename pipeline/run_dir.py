@@ -23,6 +23,7 @@ import datetime
 import fcntl
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -76,13 +77,39 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def read_json(path) -> dict:
-    """A JSON file of the run directory; a damaged one is a one-line error naming it."""
+# The most a run file of each kind may hold (bytes): far above what training writes (a
+# state with its config and metric sums is a few KiB; a history ~300 bytes an epoch),
+# far below what reading it whole would cost. A larger file is refused unread.
+MAX_JSON_BYTES = {
+    LATEST: 64 * 1024,
+    CONFIG_FILE: 4 * 1024**2,
+    RUN_INFO_FILE: 4 * 1024**2,
+    HISTORY_FILE: 64 * 1024**2,
+}
+MAX_STATE_BYTES = 16 * 1024**2
+
+
+def read_json(path, limit: int | None = None) -> dict:
+    """A JSON object file of the run directory, read as untrusted input: larger than
+    `limit` (default: by kind, MAX_JSON_BYTES), not UTF-8 JSON, nested too deep or not
+    an object is a one-line error naming it."""
     path = Path(path)
+    limit = limit or MAX_JSON_BYTES.get(path.name, MAX_STATE_BYTES)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is damaged ({error}); move it away and retry") from None
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a file; move it away and retry") from None
+    if len(data) > limit:
+        raise UserError(f"{path} is over {limit} bytes, more than a run writes; move it away")
+    try:
+        values = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        problem = "nested too deep" if isinstance(error, RecursionError) else error
+        raise UserError(f"{path} is damaged ({problem}); move it away and retry") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} is damaged (not a JSON object); move it away and retry")
+    return values
 
 
 def append_log(run_dir, line: str) -> None:
@@ -92,14 +119,40 @@ def append_log(run_dir, line: str) -> None:
         handle.write(f"{stamp} {line}\n")
 
 
+def strict_json(content, path) -> str:
+    """`content` as strict JSON: a non-finite number (NaN, Infinity: tokens JSON does not
+    have) is written as null, with a note on stderr naming the file and where."""
+    replaced = []
+
+    def clean(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            replaced.append(where or "the value")
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item, f"{where}.{key}".lstrip(".")) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return value
+
+    text = json.dumps(clean(content, ""), indent=2, allow_nan=False)
+    if replaced:
+        shown = ", ".join(replaced[:5]) + (
+            f" and {len(replaced) - 5} more" if len(replaced) > 5 else ""
+        )
+        _warn(f"{path}: non-finite values written as null: {shown}")
+    return text
+
+
 def write_json_atomically(path: Path, content) -> None:
     """Write to a temporary name, flush it to disk, then rename: a crash or power cut
-    leaves the old file or the new one, never an empty or half-written one."""
+    leaves the old file or the new one, never an empty or half-written one. The JSON is
+    strict (`strict_json`)."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.partial")
+    text = strict_json(content, path)
     with removed_on_error(temporary, path):
         with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(content, indent=2) + "\n")
+            handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -168,16 +221,125 @@ def read_state(checkpoint) -> dict:
     checkpoint = Path(checkpoint)
     sidecar = state_path(checkpoint)
     if sidecar.is_file():
-        state = read_json(sidecar)
-        position = [state.get(key) for key in ("epoch", "batch")] if isinstance(state, dict) else []
-        if not all(isinstance(value, int) and value >= 0 for value in position) or not position:
-            raise UserError(f"{sidecar} is damaged (no whole epoch and batch); move it away")
+        state = read_json(sidecar, MAX_STATE_BYTES)
+        check_state(state, sidecar)
         return state
     match = CHECKPOINT_PATTERN.match(checkpoint.name)
     if match is None and checkpoint.name in (INTERRUPT, BEST):
         # Its position is known only from its state: a save cut short left none.
         raise UserError(f"{checkpoint} has no state file {sidecar.name} (its save was cut short)")
     return {"checkpoint": checkpoint.name, "epoch": int(match.group(1)) if match else 0, "batch": 0}
+
+
+def _whole(low: int, high: int = 10**9):
+    def check(value):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value < high:
+            return f"a whole number from {low} to {high - 1}"
+
+    return check
+
+
+def _number(low: float, *, above: bool = False):
+    def check(value):
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or not math.isfinite(value) or value < low or (above and value == low):
+            return f"a finite number {'>' if above else '>='} {low:g}"
+
+    return check
+
+
+def _text(value):
+    if not isinstance(value, str):
+        return "text"
+
+
+def _table(value):
+    if not isinstance(value, dict):
+        return "a table (JSON object)"
+
+
+def _list(value):
+    if not isinstance(value, list):
+        return "a list"
+
+
+def _texts(value):
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return "a list of text"
+
+
+def _metric_states(value):
+    """[[variable values, ...] per metric]: numbers, or lists of numbers (a confusion)."""
+
+    def numbers(item):
+        if isinstance(item, list):
+            return all(numbers(inner) for inner in item)
+        return isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item)
+
+    if not isinstance(value, list) or not all(isinstance(metric, list) for metric in value):
+        return "a list of lists of numbers"
+    if not all(numbers(metric) for metric in value):
+        return "a list of lists of finite numbers"
+
+
+def _optional(check):
+    return lambda value: None if value is None else check(value)
+
+
+# A checkpoint's state: each field training writes, and what it must be. Fields it does
+# not know are left alone (a later version's); the consumers read these only.
+STATE_FIELDS = {
+    "checkpoint": _text,
+    "epoch": _whole(0),
+    "batch": _whole(0),
+    "config": _table,
+    "class_names": _texts,
+    "workers": _whole(1, 100_000),
+    "epoch_seconds": _number(0),
+    "epoch_rate": _optional(_number(0, above=True)),
+    "metric_states": _metric_states,
+    "plateau": _table,
+    "data_build_id": _optional(_text),
+    "metric": _text,
+    "value": _number(-math.inf),
+}
+# The sections of the config inside a state that readers look into, and their fields.
+STATE_CONFIG_FIELDS = {
+    "data": {"dataset_dir": _text, "dataset": _text, "test_split": _text, "train_split": _text},
+    "training": {
+        "batch_size": _whole(1),
+        "rate_changes": lambda v: _texts([]) if isinstance(v, list) else "a list",
+    },
+    "model": {},
+    "expected": {},
+}
+
+
+def check_state(state: dict, path: Path) -> None:
+    """Every field of a checkpoint's state that training writes, of its type and range;
+    a wrong one is a one-line error naming the file and the field."""
+    for key in ("epoch", "batch"):
+        if key not in state:
+            raise UserError(f"{path} is damaged (no {key}); move it away")
+    for key, check in STATE_FIELDS.items():
+        if key in state:
+            _check_field(check, state[key], path, key)
+    config = state.get("config") or {}
+    for section, fields in STATE_CONFIG_FIELDS.items():
+        if section not in config:
+            continue
+        _check_field(_table, config[section], path, f"config.{section}")
+        for key, check in fields.items():
+            if key in config[section]:
+                _check_field(check, config[section][key], path, f"config.{section}.{key}")
+
+
+def _check_field(check, value, path: Path, key: str) -> None:
+    expected = check(value)
+    if expected:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(f"{path} is damaged: {key} must be {expected}, got {shown}; move it away")
 
 
 def latest_checkpoint(run_dir) -> Path | None:
@@ -220,7 +382,10 @@ def _pointed_checkpoint(run_dir: Path, pointer: Path) -> Path | None:
         _warn(f"{pointer} is damaged; using the newest checkpoint whose state reads")
         return None
     candidate = run_dir / name
-    return candidate if candidate.is_file() else None
+    if not candidate.is_file():
+        _warn(f"{pointer} names {name}, which is not there; using the newest checkpoint")
+        return None
+    return candidate
 
 
 def _readable_state(checkpoint: Path) -> bool:

@@ -257,6 +257,17 @@ def check_epochs(start: StartPoint, training, run_dir: Path, invocation: Invocat
     raise UserError(f"{message}; train on with: {invocation.command(epochs=more, lr=lr)}")
 
 
+def check_position_inside_epoch(start: StartPoint, batches_per_epoch: int) -> None:
+    """A mid-epoch position names a batch inside the epoch (a damaged or forged state
+    could say a million)."""
+    if start.batch >= batches_per_epoch:
+        raise UserError(
+            f"{state_path(start.checkpoint)} says {start.batch} batches of epoch "
+            f"{start.epoch + 1} were done, but an epoch has {batches_per_epoch}: it is "
+            f"damaged; move it away, or go back to an epoch checkpoint with --start_epoch"
+        )
+
+
 def check_changes_inside_epochs(training, batches_per_epoch: int, source: str) -> None:
     """A recorded change names a batch inside its epoch: `batch` counts the batches done
     in it, 0 .. batches_per_epoch - 1 (one beyond would train a later epoch at a rate

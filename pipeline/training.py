@@ -43,6 +43,7 @@ from pipeline.run_state import (
     apply_start,
     check_changes_inside_epochs,
     check_epochs,
+    check_position_inside_epoch,
     check_workers_agree,
     config_differences,
     config_for_start,
@@ -104,6 +105,7 @@ def train(
         seed_everything(config.training.seed, config.training.deterministic)
         train_data, val_data = open_data(config, distribution)
         batches = train_data.batches_per_epoch
+        check_position_inside_epoch(start, batches)
         check_changes_inside_epochs(config.training, batches, config_source)
         config, change = config_with_rate(
             config, run_dir, start, learning_rate, batches, invocation

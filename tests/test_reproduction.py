@@ -203,6 +203,7 @@ def test_a_data_set_rebuilt_since_training_is_not_compared(presets_folders):
     comparison = scored(report(0.98), model, "output/datasets/digits/test.h5")
     assert comparison["compared"] is False
     assert comparison["why_not"].endswith("not of the build eeeeeeee the run trained on")
-    # A forged id (not text) is no record: the folder's own build is compared instead.
+    # A forged id (not text) is a damaged state: one line naming the file and the field.
     model.with_suffix(".json").write_text(json.dumps({**state, "data_build_id": [1]}))
-    assert scored(report(0.98), model, "output/datasets/digits/test.h5")["compared"] is True
+    with pytest.raises(UserError, match=r"epoch_0001.json is damaged: data_build_id must be text"):
+        scored(report(0.98), model, "output/datasets/digits/test.h5")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from pipeline.run_dir import INTERRUPT, point_latest, save_checkpoint
 
@@ -46,6 +47,10 @@ class MetricStateRestore(keras.callbacks.Callback):
             if len(metric.variables) != len(values):
                 continue
             for variable, value in zip(metric.variables, values, strict=True):
+                # A saved value of another shape (a damaged or older state) is left out:
+                # the epoch's row then counts its batches after the resume only.
+                if tuple(np.shape(value)) != tuple(variable.shape):
+                    continue
                 variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
 
 
