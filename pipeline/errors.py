@@ -33,6 +33,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+def shown(text: str) -> str:
+    """Text for one line of a terminal: control characters (a newline or NUL in a file
+    name) and undecodable bytes as escapes, so a message stays one line."""
+    return "".join(
+        character if character.isprintable() else repr(character)[1:-1] for character in text
+    )
+
+
 def describe_os_error(error: OSError) -> str:
     """An operating-system error in one line: its message and the path it concerns."""
     message = " ".join(str(error.strerror or error).split()) or type(error).__name__
@@ -53,12 +61,12 @@ def run_cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] |
         try:
             code = main(argv)
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {shown(str(error))}", file=sys.stderr)
             return USER_ERROR_EXIT_CODE
         except OSError as error:
             # Disk full, read-only folder, permission, file too large: what the system
             # said, and where; the writers have removed their temporary files.
-            print(f"error: {describe_os_error(error)}", file=sys.stderr)
+            print(f"error: {shown(describe_os_error(error))}", file=sys.stderr)
             return USER_ERROR_EXIT_CODE
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -55,7 +55,9 @@ def evaluation_target(
         Path(model) if model else newest_checkpoint(checkpoints or config.checkpoints, training)
     )
     if not model_path.is_file():
-        raise UserError(f"--model {model_path} does not exist")
+        what = "does not exist" if not model_path.exists() else "is not a regular file"
+        named = f"--model {model_path}" if model else f"the latest checkpoint {model_path}"
+        raise UserError(f"{named} {what}")
     if dataset:
         split_file = resolve_split_file(dataset, split or config.data.test_split)
         return EvaluationTarget(model_path, split_file, "--dataset")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 
+from pipeline.errors import UserError
 from pipeline.run_dir import (
     CSV_FILE,
     HISTORY_FILE,
@@ -34,7 +35,24 @@ def load_history(run_dir: str | Path, keep_epochs: int) -> dict[str, list]:
     if keep_epochs <= 0 or not path.is_file():
         return {}
     history = read_json(path)
+    check_columns(history, path)
     return {key: values[:keep_epochs] for key, values in history.items()}
+
+
+def check_columns(history: dict, path: Path) -> None:
+    """A history read back: columns of one number (or null) per epoch, `epoch` among
+    them; anything else is a one-line error naming the file and the column."""
+    epochs = history.get("epoch")
+    if not isinstance(epochs, list):
+        raise UserError(f"{path} is damaged: epoch must list the epochs; move it away")
+    for name, values in history.items():
+        numbers = isinstance(values, list) and all(
+            value is None or (type(value) in (int, float)) for value in values
+        )
+        if not numbers or len(values) != len(epochs):
+            raise UserError(
+                f"{path} is damaged: {name} must hold one number (or null) per epoch; move it away"
+            )
 
 
 def append_row(history: dict[str, list], record: dict) -> None:

@@ -2,6 +2,7 @@
 from checkpoint files, and checked against the data they are to eat. (The network
 itself is `pipeline.nn`, which knows nothing of configs, data sets or devices.)"""
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -40,8 +41,13 @@ def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Mode
     `jit_compile` (see training.jit_compile) replaces the setting saved with the model,
     which belongs to the machine and backend that trained it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"model file {path} is not a regular file (a folder or a device)")
+    if not zipfile.is_zipfile(path):
+        # Keras answers "File not found" for a file that is there but is no .keras zip.
+        raise UserError(f"model file {path} is not a .keras file (not a zip archive)")
     try:
         model = keras.models.load_model(path)
     except Exception as error:  # Keras raises many types for a damaged or foreign file.

@@ -345,20 +345,24 @@ def _check_field(check, value, path: Path, key: str) -> None:
 def latest_checkpoint(run_dir) -> Path | None:
     """The checkpoint latest.json points at, else the newest epoch checkpoint, else None.
 
-    A damaged latest.json, or a checkpoint whose state file is damaged, is passed over
-    with a warning for the newest checkpoint whose state reads.
+    A damaged latest.json, or a damaged state of the checkpoint it leads to, is a
+    one-line error naming the file: passing over it would resume (or score) an older
+    checkpoint without a word, losing what the damaged file pointed to. A latest.json
+    naming a checkpoint that is gone falls back to the newest one, with a warning.
     """
     run_dir = Path(run_dir)
     settle_run_dir(run_dir)
     pointer = run_dir / LATEST
     if pointer.is_file():
         candidate = _pointed_checkpoint(run_dir, pointer)
-        if candidate is not None and _readable_state(candidate):
+        if candidate is not None:
+            read_state(candidate)  # a damaged state: one line naming it
             return candidate
-    for path in reversed(list_checkpoints(run_dir).values()):
-        if _readable_state(path):
-            return path
-    return None
+    checkpoints = list(list_checkpoints(run_dir).values())
+    if not checkpoints:
+        return None
+    read_state(checkpoints[-1])
+    return checkpoints[-1]
 
 
 def settle_run_dir(run_dir: Path) -> None:
@@ -373,28 +377,19 @@ def settle_run_dir(run_dir: Path) -> None:
 
 
 def _pointed_checkpoint(run_dir: Path, pointer: Path) -> Path | None:
-    """The checkpoint latest.json names: a file of this run directory, by name only."""
-    try:
-        name = read_json(pointer).get("checkpoint")
-    except (UserError, AttributeError):
-        name = None
+    """The checkpoint latest.json names: a file of this run directory, by name only
+    (None, with a warning: it is gone)."""
+    name = read_json(pointer).get("checkpoint")
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".keras"):
-        _warn(f"{pointer} is damaged; using the newest checkpoint whose state reads")
-        return None
+        raise UserError(
+            f"{pointer} is damaged: checkpoint must name a .keras file of {run_dir}, got "
+            f"{str(name)[:60]!r}; move it away to use the newest epoch checkpoint"
+        )
     candidate = run_dir / name
     if not candidate.is_file():
         _warn(f"{pointer} names {name}, which is not there; using the newest checkpoint")
         return None
     return candidate
-
-
-def _readable_state(checkpoint: Path) -> bool:
-    try:
-        read_state(checkpoint)
-    except UserError as error:
-        _warn(f"{error}; passing over {checkpoint.name}")
-        return False
-    return True
 
 
 def _warn(message: str) -> None:

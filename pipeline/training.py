@@ -27,6 +27,7 @@ from pipeline.distribute import (
 )
 from pipeline.errors import UserError
 from pipeline.fit_setup import FitSetup, build_callbacks
+from pipeline.history import load_history
 from pipeline.learning_rate import describe_position, describe_rule, rate_at
 from pipeline.models import build_model_for_data, check_model_matches_data, load_model
 from pipeline.run_dir import (
@@ -97,6 +98,10 @@ def train(
     request = StartRequest(resume, start_epoch, model_path, overwrite, invocation)
     with run_lock(run_dir):
         start = resolve_start(run_dir, request)
+        if start.checkpoint is not None:
+            # The history this start continues is read back now: a damaged one is
+            # refused before anything is written.
+            load_history(run_dir, 10**9)
         config, notes = config_for_start(config, run_dir, start, _config_given(invocation))
         check_epochs(start, config.training, run_dir, invocation)
         distribution = setup_distribution(config.training.distribute)

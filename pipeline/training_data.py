@@ -62,7 +62,26 @@ def open_data(config: ExperimentConfig, distribution):
         val_batch -= val_batch % loading["batch_multiple"]
         val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
         check_same_build(train_data.info, val_data.info)
+        _check_compatible(train_data, val_data)
     return train_data, val_data
+
+
+def _check_compatible(train_data, val_data) -> None:
+    """Train and val must feed one model: the same classes and image shape (a 64 px
+    train split beside a 32 px val split would fail inside the fit, after the run's
+    records were written)."""
+    train, val = train_data.info, val_data.info
+    if tuple(train.class_names) != tuple(val.class_names):
+        raise UserError(
+            f"{val.path} has other classes than {train.path} ({val.num_classes} against "
+            f"{train.num_classes}, or another order); rebuild the data set with --overwrite"
+        )
+    if train_data.image_shape != val_data.image_shape:
+        raise UserError(
+            f"{val.path} serves images of {val_data.image_shape}, {train.path} of "
+            f"{train_data.image_shape}; rebuild the data set with --overwrite (or set "
+            f"data.image_size for JPEG-encoded splits)"
+        )
 
 
 def _agreed_storage(storage: str, train_path: Path, distribution) -> str:

@@ -141,3 +141,30 @@ def test_following_the_cifar10_advice_builds_what_the_preset_trains_on(
     train_split = split_path(preset.data.dataset_dir, preset.data.train_split)
     check_split_matches(preset.data, read_split_info(train_split))  # accepted: no error
     assert read_split_info(train_split).num_classes == 10
+
+
+def test_a_val_split_of_another_size_is_refused_before_training_writes(tmp_path):
+    from pipeline.distribute import setup_distribution
+    from pipeline.training_data import open_data
+
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    write_split_file(tmp_path / "train.h5", np.zeros((6, 8, 8, 3), np.uint8), labels, list("abc"))
+    write_split_file(
+        tmp_path / "val.h5", np.zeros((6, 4, 4, 3), np.uint8), labels, list("abc"), split="val"
+    )
+    config = load_config(
+        None,
+        [
+            f"data.dataset_dir={tmp_path}",
+            'data.dataset=""',
+            "data.num_classes=0",
+            "training.batch_size=2",
+        ],
+    )
+    with pytest.raises(UserError, match=r"val.h5 serves images of \(4, 4, 3\), .* of \(8, 8, 3\)"):
+        open_data(config, setup_distribution("none"))
+    write_split_file(
+        tmp_path / "val.h5", np.zeros((6, 8, 8, 3), np.uint8), labels, list("abd"), split="val"
+    )
+    with pytest.raises(UserError, match="val.h5 has other classes"):
+        open_data(config, setup_distribution("none"))

@@ -362,7 +362,7 @@ def open_split(path: str | Path) -> h5py.File:
         handle = h5py.File(path, "r")
     except OSError as error:
         raise UserError(f"{path} is not a readable HDF5 file ({error}); rebuild it") from None
-    if not handle.attrs.get("complete", False):
+    if not _is_complete(handle.attrs.get("complete", False)):
         handle.close()
         raise UserError(f"{path} was never completed (no 'complete' mark); rebuild it")
     version = handle.attrs.get("format_version", -1)
@@ -386,6 +386,12 @@ def missing_split_error(path: Path, advice: str) -> UserError:
     if path.with_name(path.name + PARTIAL_SUFFIX).exists():
         hint = " (only an unfinished .partial build is there)"
     return UserError(f"dataset file {path} does not exist{hint}; {advice}")
+
+
+def _is_complete(mark) -> bool:
+    """The `complete` mark: one true value (a forged [1, 1] is no mark)."""
+    value = np.asarray(mark)
+    return value.shape == () and value.dtype.kind in "biu" and bool(value)
 
 
 class ContractError(Exception):
@@ -415,6 +421,17 @@ def check_contract(handle: h5py.File) -> None:
             raise ContractError(f"attribute '{name}' is not 3 finite numbers")
     if np.any(np.asarray(attrs["std"]) <= 0):
         raise ContractError("attribute 'std' is not positive")
+    if "covariance" in attrs:
+        covariance = np.asarray(attrs["covariance"])
+        if covariance.shape != (3, 3) or covariance.dtype.kind not in "fiu":
+            raise ContractError("attribute 'covariance' is not 3 x 3 numbers")
+        if not np.all(np.isfinite(covariance)):
+            raise ContractError("attribute 'covariance' is not finite")
+    if "build_id" in attrs and not isinstance(attrs["build_id"], str):
+        raise ContractError("attribute 'build_id' is not text")
+    version = np.asarray(attrs.get("format_version", 0))
+    if version.shape != ():
+        raise ContractError("attribute 'format_version' is not one number")
     num_classes = attrs["num_classes"]
     if not isinstance(num_classes, int | np.integer) or num_classes < 1:
         raise ContractError(f"attribute 'num_classes' is {num_classes!r}, not a count >= 1")

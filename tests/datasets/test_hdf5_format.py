@@ -166,6 +166,13 @@ FORGERIES = {
     "unknown encoding": (lambda f: f.attrs.__setitem__("encoding", "webp"), "'encoding'"),
     "numeric source": (lambda f: f.attrs.__setitem__("source", 7), "'source' is not text"),
     "no labels": (lambda f: f.__delitem__("labels"), "dataset 'labels' is missing"),
+    "complete twice": (lambda f: f.attrs.__setitem__("complete", [1, 1]), "never completed"),
+    "covariance of 2": (lambda f: f.attrs.__setitem__("covariance", [1.0, 2.0]),
+                        "'covariance' is not 3 x 3"),
+    "nan covariance": (lambda f: f.attrs.__setitem__("covariance", np.full((3, 3), np.nan)),
+                       "'covariance' is not finite"),
+    "numeric build id": (lambda f: f.attrs.__setitem__("build_id", 5), "'build_id' is not text"),
+    "two versions": (lambda f: f.attrs.__setitem__("format_version", [1, 1]), "format_version"),
 }  # fmt: skip
 
 
