@@ -386,7 +386,7 @@ def config_from_values(values: Mapping[str, Any], overrides: Iterable[str] = (),
     """The config of a nested mapping (a checkpoint's saved config) with overrides applied."""
     values = json.loads(json.dumps(values))  # a deep copy the overrides may change
     for override in overrides:
-        _apply_override(values, override)
+        _apply_override(values, override, source)
     return config_from_dict(ExperimentConfig, values, source=source)
 
 
@@ -435,7 +435,7 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     return value
 
 
-def _apply_override(values: dict[str, Any], override: str) -> None:
+def _apply_override(values: dict[str, Any], override: str, source: str = "config") -> None:
     """Apply one `section.key=value` override; the value is read as TOML, else as a string."""
     key, separator, raw_value = override.partition("=")
     if not separator or not key.strip():
@@ -449,5 +449,8 @@ def _apply_override(values: dict[str, Any], override: str) -> None:
     for section in sections:
         table = table.setdefault(section, {})
         if not isinstance(table, dict):
-            raise UserError(f"override {override!r}: '{section}' is not a section")
+            raise UserError(
+                f"override {override!r}: '{section}' is not a section in {source} "
+                f"(got {table!r:.60})"
+            )
     table[leaf] = value
