@@ -56,6 +56,8 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
     ) -> None:
         super().__init__(**pydataset_options)
         self.info = read_split_info(db_path)
+        if self.info.num_samples == 0:
+            raise UserError(f"{db_path} holds no samples; rebuild the data set with --overwrite")
         self.db_path = db_path
         self.seed = seed
         self.shard = shard
