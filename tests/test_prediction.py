@@ -57,3 +57,28 @@ def test_images_are_seen_as_in_evaluation_stored_size_then_the_model_crop():
     expected = center_crop(resize_and_center_crop(image, 16), 12, 12)
     np.testing.assert_array_equal(_view(image, 12, 16), expected)
     np.testing.assert_array_equal(_view(image, 12, None), resize_and_center_crop(image, 12))
+
+
+def test_top_outside_the_classes_and_odd_file_names_stay_one_line(tmp_path, capsys):
+    model_path = tmp_path / "model.keras"
+    colour_model().save(model_path)
+    image = tmp_path / "two\nlines.png"
+    cv2.imwrite(str(tmp_path / "plain.png"), np.full((8, 8, 3), (0, 0, 255), np.uint8))
+    (tmp_path / "plain.png").rename(image)
+    for top, message in (
+        (0, "at least 1, got 0"),
+        (-1, "at least 1"),
+        (4, "at most the model's 3"),
+    ):
+        assert predict.main([str(image), "--model", str(model_path), "--top", str(top)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: --top must be") and message in error and "\n" not in error
+    assert predict.main([str(image), "--model", str(model_path), "--top", "1"]) == 0
+    output = capsys.readouterr().out.strip().splitlines()
+    # No state beside the model: classes by their ids.
+    assert len(output) == 1 and output[0].startswith(f"{tmp_path}/two\\nlines.png: 0 ")
+    # A non-zip file named .keras is one line, not Keras' "File not found".
+    fake = tmp_path / "fake.keras"
+    fake.write_text("not a zip")
+    assert predict.main([str(image), "--model", str(fake)]) == 2
+    assert "is not a .keras file (not a zip archive)" in capsys.readouterr().err
