@@ -240,15 +240,14 @@ class TrainingConfig:
 
 def _check_rate_changes(training: "TrainingConfig") -> None:
     """Each change is {epoch, batch, rate} with a finite rate > 0, in increasing positions."""
-    previous = None
+    previous, befores = None, []
     for change in training.rate_changes:
         shown = f"training.rate_changes entry {change!r}"
         _require(
             isinstance(change, dict) and set(change) - {"before"} == {"epoch", "batch", "rate"},
             f"{shown} must be a table with exactly the keys epoch, batch and rate (and before)",
         )
-        if "before" in change:
-            _check_settings_before(training, change["before"], shown)
+        befores.append(_settings_before(change["before"], shown) if "before" in change else {})
         epoch, batch, rate = change["epoch"], change["batch"], change["rate"]
         _require(
             all(isinstance(value, int) and not isinstance(value, bool) for value in (epoch, batch))
@@ -275,20 +274,40 @@ def _check_rate_changes(training: "TrainingConfig") -> None:
         "training.rate_changes: a change at epoch 0, batch 0 of a warm-up has nothing to "
         "rescale; set training.learning_rate instead",
     )  # fmt: skip
+    _check_segments(training, befores)
 
 
-def _check_settings_before(training: "TrainingConfig", before, shown: str) -> None:
-    """A change's `before`: curve settings of the segment that ended at it, each valid."""
+def _settings_before(before, shown: str) -> dict:
+    """A change's `before` (the curve settings of the segment that ended at it), each of
+    its type; their ranges are checked with the segment's (`_check_segments`)."""
     _require(
         isinstance(before, dict) and before and set(before) <= set(CURVE_KEYS),
         f"{shown}: before must be a table of some of {', '.join(CURVE_KEYS)}",
     )
     hints = typing.get_type_hints(TrainingConfig)
-    values = {
+    return {
         key: _coerce(hints[key], value, f"before.{key}", shown) for key, value in before.items()
     }
-    # Checked as a whole config, without rate_changes (whose check would come back here).
-    dataclasses.replace(training, rate_changes=(), **values)
+
+
+def _check_segments(training: "TrainingConfig", befores: list[dict]) -> None:
+    """The settings of every segment of the curve, as the changes rebuild them (the
+    nearest later change recording a setting gives it), make a valid config: each
+    segment trained once with them."""
+    for index in range(len(befores)):
+        values = {}
+        for before in reversed(befores[index:]):
+            values.update(before)
+        if not values:
+            continue
+        try:
+            # Without rate_changes: their own check would come back here.
+            dataclasses.replace(training, rate_changes=(), **values)
+        except UserError as error:
+            entry = training.rate_changes[index]
+            raise UserError(
+                f"training.rate_changes: the curve before entry {entry!r} is not valid: {error}"
+            ) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,7 +198,8 @@ def rate_at(training, epoch: int, batch: int, batches_per_epoch: int) -> float |
     anchor = scheduled_rate(segment, change.epoch, change.batch, batches_per_epoch)
     # The schedule is 0 only at the start of a warm-up (refused by TrainingConfig) and at
     # the end of a decay, where nothing is left to rescale: the change then holds.
-    return scheduled * change.rate / anchor if anchor > 0 else change.rate
+    # (rate / anchor) first: a factor of exactly 1 leaves the curve exactly as it was.
+    return scheduled * (change.rate / anchor) if anchor > 0 else change.rate
 
 
 def with_changes_up_to(training, position: Position):
@@ -219,12 +220,14 @@ class RateNeeded(Exception):
     """A curve changed at a position where the run's rate had decayed to 0: nothing to
     rescale, so the user must give the rate to go on with (--lr)."""
 
-    def __init__(self, changed: dict, last_rate: float | None) -> None:
-        super().__init__(changed, last_rate)
+    def __init__(self, changed: dict, last_rate: float | None, why: str) -> None:
+        super().__init__(changed, last_rate, why)
         # key -> (old, new) of the curve settings that changed.
         self.changed = changed
         # The rate of the last epoch trained (its first batch), to name in the advice.
         self.last_rate = last_rate
+        # Why there is no rate to go on from, in words.
+        self.why = why
 
 
 def continue_rate(recorded, training, position: Position, learning_rate, batches_per_epoch):
@@ -246,23 +249,33 @@ def continue_rate(recorded, training, position: Position, learning_rate, batches
         return _with_rate(training, earlier, position, learning_rate, {})
     old = curve_settings(settings_before(recorded, position))
     new = curve_settings(training)
-    # Only what shapes either curve: --epochs changes nothing of a step schedule.
-    shaping = {"schedule", *CURVE_OF[old["schedule"]], *CURVE_OF[new["schedule"]]}
-    before = {key: old[key] for key in CURVE_KEYS if key in shaping and old[key] != new[key]}
+    # Every setting that differs is recorded, so that the config rebuilds the curve of
+    # the epochs before (a later change of another setting would otherwise rewrite it).
+    before = {key: old[key] for key in CURVE_KEYS if old[key] != new[key]}
     rate = learning_rate
     if rate is None and before:
-        if "learning_rate" in before:
-            rate = rate_at(earlier, *position, batches_per_epoch)  # the rate asked for
+        if training.learning_rate != recorded.learning_rate:
+            rate = rate_at(earlier, *position, batches_per_epoch)  # a new rate, asked for
         else:
-            rate = rate_at(recorded, *position, batches_per_epoch)  # the rate the run had
-            new_curve = scheduled_rate(training, *position, batches_per_epoch)
-            if rate is None or new_curve is None:
-                return training, None  # plateau: the optimizer's own rate goes on
-            if rate <= 0:
-                changed = {key: (old[key], new[key]) for key in before}
-                last = rate_at(recorded, position[0] - 1, 0, 1) if position[0] else None
-                raise RateNeeded(changed, last)
+            rate = _rate_the_run_had(recorded, training, position, batches_per_epoch, before)
+            if rate is None:
+                return training, None  # plateau to plateau: the optimizer's rate goes on
     return _with_rate(training, earlier, position, rate, before)
+
+
+def _rate_the_run_had(recorded, training, position: Position, batches_per_epoch, before):
+    """The rate the run's next batch would have trained at, to go on from; RateNeeded
+    where there is none to go on from (a decay at 0, or plateau's own rate, unknown here,
+    followed by a curve)."""
+    rate = rate_at(recorded, *position, batches_per_epoch)
+    new_curve = scheduled_rate(training, *position, batches_per_epoch)
+    changed = {key: (value, getattr(training, key)) for key, value in before.items()}
+    if rate is None and new_curve is not None:
+        raise RateNeeded(changed, None, "the plateau schedule's rate is the optimizer's own")
+    if rate is not None and rate <= 0:
+        last = rate_at(recorded, position[0] - 1, 0, 1) if position[0] else None
+        raise RateNeeded(changed, last, "its rate had decayed to 0")
+    return rate
 
 
 def _with_rate(training, earlier, position: Position, rate, before: dict):

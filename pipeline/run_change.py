@@ -35,6 +35,8 @@ from pipeline.run_dir import (
 )
 
 PENDING = "change.pending.json"
+# The only folders a change deletes: the bin of an --overwrite, at the top of the run.
+BIN_PREFIX = ".overwritten_"
 # An intent larger than this is not one this code wrote.
 MAX_PENDING_BYTES = 16 * 1024 * 1024
 # Room kept free beyond the copies themselves (the intent, the history rewritten).
@@ -75,12 +77,31 @@ def carry_out(run_dir: Path, change: RunChange) -> None:
 
 
 def finish_pending_change(run_dir) -> None:
-    """Finish a change whose intent was written but not committed (a crash half-way)."""
+    """Finish a change whose intent was written but not committed (a crash half-way).
+    The caller holds the run's lock: a change is carried out by one process at a time."""
     run_dir = Path(run_dir)
     path = run_dir / PENDING
     if not path.is_file():
         return
-    _apply(run_dir, read_change(path))
+    change = read_change(path)
+    _check_paths_inside(run_dir, change)
+    _apply(run_dir, change)
+
+
+def _check_paths_inside(run_dir: Path, change: RunChange) -> None:
+    """Every file the change touches lies inside the run directory once links are
+    resolved (a forged intent in a run whose `abandoned` links to a home folder would
+    otherwise move or delete files there)."""
+    root = run_dir.resolve()
+    names = [name for pair in change.copies + change.moves for name in pair]
+    names += list(change.deletions) + ([change.latest] if change.latest else [])
+    for name in names:
+        folder = (run_dir / name).parent.resolve()
+        if folder != root and root not in folder.parents:
+            raise UserError(
+                f"{run_dir / PENDING} is damaged: {name} leads outside {run_dir}; move it "
+                f"away and check the run directory by hand"
+            )
 
 
 def read_change(path: Path) -> RunChange:
@@ -97,7 +118,7 @@ def read_change(path: Path) -> RunChange:
             latest=None if values["latest"] is None else _name(values["latest"]),
             history_from=_history_source(values["history_from"]),
             history_epochs=_count(values["history_epochs"]),
-            deletions=tuple(_inside(item) for item in values["deletions"]),
+            deletions=tuple(_bin(item) for item in values["deletions"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
         raise UserError(f"{damaged} ({type(error).__name__})") from None
@@ -214,6 +235,14 @@ def _inside(value) -> str:
     parts = Path(text).parts
     if not parts or Path(text).is_absolute() or ".." in parts or "\0" in text:
         raise ValueError(f"{text!r} leaves the run directory")
+    return text
+
+
+def _bin(value) -> str:
+    """A folder a change may delete: only the bin of an --overwrite, at the top."""
+    text = _name(value)
+    if not text.startswith(BIN_PREFIX):
+        raise ValueError(f"{text!r} is not the bin of an --overwrite")
     return text
 
 

@@ -282,6 +282,20 @@ def _metric_states(value):
         return "a list of lists of finite numbers"
 
 
+def _plateau(value):
+    """ResumablePlateau's counters: best (a number or null), wait and cooldown_counter."""
+    if not isinstance(value, dict):
+        return "a table (JSON object)"
+    best = value.get("best")
+    counts = [value.get(key, 0) for key in ("wait", "cooldown_counter")]
+    best_ok = best is None or (
+        isinstance(best, int | float) and not isinstance(best, bool) and math.isfinite(best)
+    )
+    counts_ok = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)
+    if not (best_ok and counts_ok):
+        return "a table of best (a number or null), wait and cooldown_counter (counts)"
+
+
 def _optional(check):
     return lambda value: None if value is None else check(value)
 
@@ -298,7 +312,7 @@ STATE_FIELDS = {
     "epoch_seconds": _number(0),
     "epoch_rate": _optional(_number(0, above=True)),
     "metric_states": _metric_states,
-    "plateau": _table,
+    "plateau": _plateau,
     "data_build_id": _optional(_text),
     "metric": _text,
     "value": _number(-math.inf),
@@ -365,15 +379,47 @@ def latest_checkpoint(run_dir) -> Path | None:
     return checkpoints[-1]
 
 
-def settle_run_dir(run_dir: Path) -> None:
+def settle_run_dir(run_dir: Path, locked: bool = False) -> None:
     """Finish a multi-file change of the run directory cut short (a rewind or an
-    --overwrite killed half-way), so that what is read next is its new state."""
-    from pipeline.run_change import finish_pending_change  # it builds on this module
+    --overwrite killed half-way), so that what is read next is its new state.
 
+    Only under the run's lock (`locked`: the caller holds it): a reader takes it for
+    the moment, and where a training run holds it, that run finishes the change itself
+    and the reader reads the directory as it is."""
+    from pipeline.run_change import PENDING, finish_pending_change  # it builds on this one
+
+    run_dir = Path(run_dir)
+    if not (run_dir / PENDING).is_file():
+        return
     try:
-        finish_pending_change(run_dir)
+        if locked:
+            finish_pending_change(run_dir)
+            return
+        with _lock_if_free(run_dir) as free:
+            if free:
+                finish_pending_change(run_dir)
     except OSError as error:  # a read-only copy of a run: read it as it is
         _warn(f"could not finish the change pending in {run_dir} ({error}); reading it as is")
+
+
+@contextlib.contextmanager
+def _lock_if_free(run_dir: Path):
+    """The run's lock, if no training run holds it: yields whether it was taken. A lock
+    file made for the moment goes again, as training's does."""
+    path = run_dir / LOCK_FILE
+    made = not path.exists()
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if made:
+                path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pointed_checkpoint(run_dir: Path, pointer: Path) -> Path | None:
@@ -407,18 +453,7 @@ def run_lock(run_dir):
     run_dir = Path(run_dir)
     created = _first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Not a with-block: the handle must stay open, and locked, for the whole run.
-    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise UserError(
-            f"another training run (pid {holder}) is using {run_dir}; wait for it to end "
-            f"or choose another --checkpoints"
-        ) from None
+    handle = _take_lock(run_dir / LOCK_FILE, run_dir)
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -432,6 +467,33 @@ def run_lock(run_dir):
         handle.close()
         if created is not None:
             _remove_empty_folders(run_dir, created)
+
+
+def _take_lock(path: Path, run_dir: Path):
+    """The lock file, open and locked. A run that ends removes its lock file while it
+    holds it: a file locked after that is no longer the run directory's (its name now
+    leads to another, or none), so the lock is taken again on the file that is there."""
+    for _attempt in range(10):
+        # Not a with-block: the handle must stay open, and locked, for the whole run.
+        handle = open(path, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(
+                f"another training run (pid {holder}) is using {run_dir}; wait for it to "
+                f"end or choose another --checkpoints"
+            ) from None
+        try:
+            current = os.stat(path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            return handle
+        handle.close()  # the file that was removed: try the one there now
+    raise UserError(f"could not take the lock of {run_dir}; retry")
 
 
 def _first_missing(path: Path) -> Path | None:

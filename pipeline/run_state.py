@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from pipeline.advice import Invocation
-from pipeline.config import config_from_dict
+from pipeline.config import TrainingConfig, config_from_dict
 from pipeline.errors import UserError
 from pipeline.history import load_history
 from pipeline.learning_rate import (
@@ -28,7 +28,7 @@ from pipeline.learning_rate import (
     rate_changes,
     with_changes_up_to,
 )
-from pipeline.run_change import RunChange, carry_out, check_room
+from pipeline.run_change import BIN_PREFIX, RunChange, carry_out, check_room
 from pipeline.run_dir import (
     ABANDONED_DIR,
     BEST,
@@ -98,7 +98,7 @@ def resolve_start(run_dir: Path, request: StartRequest) -> StartPoint:
     """Decide what to start from; every refusal names a command that works. Writes
     nothing, but finishes a change of the run directory that a crash cut short."""
     run_dir = Path(run_dir)
-    settle_run_dir(run_dir)
+    settle_run_dir(run_dir, locked=True)
     if request.resume and (request.start_epoch is not None or request.model_path):
         raise UserError(
             "--resume continues from the latest checkpoint; --start_epoch and --model choose "
@@ -136,8 +136,12 @@ def start_over_command(run_dir: Path, invocation: Invocation) -> str:
     """The command that starts a run over with the settings it had: the --config given,
     else the run's own config.json (its --set overrides already applied there)."""
     if invocation.config is None and (run_dir / CONFIG_FILE).is_file():
+        # The run's own settings, without the --lr changes it made on the way: started
+        # over, they would apply from the start at those positions.
         invocation = dataclasses.replace(
-            invocation, config=str(run_dir / CONFIG_FILE), overrides=()
+            invocation,
+            config=str(run_dir / CONFIG_FILE),
+            overrides=("training.rate_changes=[]",),
         )
     return invocation.command(resume=False, overwrite=True)
 
@@ -163,13 +167,20 @@ def _already_used(run_dir: Path, invocation: Invocation) -> str:
             f"choose another --checkpoints"
         )
     latest = read_state(latest_checkpoint(run_dir))
-    total = invocation.epochs or _recorded_epochs(run_dir)
+    position = (latest["epoch"], latest["batch"])
+    recorded = _recorded_training_config(run_dir)
+    total = invocation.epochs or (recorded.epochs if recorded else None)
     more = {}
-    if total is not None and latest["epoch"] >= total:  # finished: continuing needs more
-        more = {"epochs": latest["epoch"] + max(10, latest["epoch"] // 2)}
+    if total is not None and position[0] >= total:  # finished: continuing needs more
+        more = {"epochs": position[0] + max(10, position[0] // 2)}
+        # A decay that reached 0 goes on from the rate of its last epoch.
+        decayed = recorded and position[0] and rate_at(recorded, position[0], 0, 1) == 0
+        if invocation.lr is None and decayed:
+            more["lr"] = rate_at(recorded, position[0] - 1, 0, 1)
     choices = [f"continue it with: {invocation.command(resume=True, **more)}"]
-    if epochs:
-        choices.append(f"go back with: {invocation.command(start_epoch=epochs[-1])}")
+    earlier = [epoch for epoch in epochs if (epoch, 0) < position]
+    if earlier:
+        choices.append(f"go back with: {invocation.command(start_epoch=earlier[-1])}")
     return (
         f"{run_dir} already holds a run (checkpoints after epochs "
         f"{', '.join(map(str, epochs)) or 'none'}); {'; '.join(choices)}; or start over with: "
@@ -177,13 +188,14 @@ def _already_used(run_dir: Path, invocation: Invocation) -> str:
     )
 
 
-def _recorded_epochs(run_dir: Path) -> int | None:
-    """training.epochs of the run's config.json (None: none that reads)."""
+def _recorded_training_config(run_dir: Path):
+    """The training section of the run's config.json, as a config (None: none that
+    reads; advice then goes without it)."""
     try:
-        epochs = read_json(run_dir / CONFIG_FILE)["training"]["epochs"]
-    except (UserError, OSError, KeyError, TypeError, RecursionError):
+        training = read_json(run_dir / CONFIG_FILE).get("training")
+        return config_from_dict(TrainingConfig, training, source=str(run_dir / CONFIG_FILE))
+    except (UserError, OSError, AttributeError, TypeError):
         return None
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def _start_from(checkpoint: Path, state: dict, **changes) -> StartPoint:
@@ -352,7 +364,14 @@ def config_for_start(config, run_dir: Path, start: StartPoint, config_given: boo
         return config, notes
     recorded = recorded_training(run_dir, start)
     if recorded is not None:
-        kept = tuple(recorded.get("rate_changes", ()))
+        kept = recorded.get("rate_changes", ())
+        if not isinstance(kept, list | tuple):
+            raise UserError(
+                f"the record of {start.checkpoint}'s run is damaged: training.rate_changes "
+                f"must be a list, got {str(kept)[:40]!r} ({run_dir / CONFIG_FILE} or the "
+                f"checkpoint's state); move it away"
+            )
+        kept = tuple(kept)
         if config_given and training.rate_changes and tuple(training.rate_changes) != kept:
             notes.append("training.rate_changes of the config given are replaced by the run's")
         training = dataclasses.replace(training, rate_changes=kept)
@@ -400,8 +419,8 @@ def _rate_needed(needed: RateNeeded, start: StartPoint, invocation: Invocation) 
             f"{invocation.command(lr=last)}, or give a higher --lr"
         )
     return (
-        f"{changed} changes the schedule after epoch {start.epoch}, where its rate had "
-        f"decayed to 0: nothing to go on from; give the rate to continue with, --lr X{advice}"
+        f"{changed} changes the schedule after epoch {start.epoch}, where {needed.why}: "
+        f"no rate to go on from; give the rate to continue with, --lr X{advice}"
     )
 
 
@@ -527,7 +546,7 @@ def clear_run(run_dir: Path, now: datetime.datetime | None = None) -> None:
     its abandoned branches, as one transaction: all move into a bin, which goes last."""
     run_dir = Path(run_dir)
     now = now or datetime.datetime.now()
-    bin_folder = f".overwritten_{now:%Y%m%d-%H%M%S}_{os.getpid()}"
+    bin_folder = f"{BIN_PREFIX}{now:%Y%m%d-%H%M%S}_{os.getpid()}"
     checkpoints = [*list_checkpoints(run_dir).values(), run_dir / INTERRUPT, run_dir / BEST]
     names = [path.name for path in checkpoints] + [state_path(path).name for path in checkpoints]
     names += [*RECORDS, ABANDONED_DIR]

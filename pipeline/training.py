@@ -93,8 +93,10 @@ def train(
     """
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise UserError(f"--lr must be a finite number > 0, got {learning_rate}")
-    run_dir = worker_run_dir(Path(run_dir or config.checkpoints), config.training.distribute)
-    invocation = invocation or Invocation(checkpoints=str(run_dir))
+    given_dir = Path(run_dir or config.checkpoints)
+    # Advice names the run directory given (a worker finds its own copy from it).
+    invocation = invocation or Invocation(checkpoints=str(given_dir))
+    run_dir = worker_run_dir(given_dir, config.training.distribute)
     request = StartRequest(resume, start_epoch, model_path, overwrite, invocation)
     with run_lock(run_dir):
         start = resolve_start(run_dir, request)
@@ -252,7 +254,9 @@ def _previous_config(config_file: Path) -> dict | None:
 def _without_changes(config) -> dict:
     """A saved config without its --lr changes, which are logged on their own."""
     values = config if isinstance(config, dict) else config.to_dict()
-    return {**values, "training": {**values.get("training", {}), "rate_changes": None}}
+    training = values.get("training")
+    training = training if isinstance(training, dict) else {}
+    return {**values, "training": {**training, "rate_changes": None}}
 
 
 def _first_rate(setup: FitSetup, training) -> float:
@@ -339,28 +343,37 @@ class QuitAtOnce:
     by: str = "ctrl+c"
 
 
-def resume_command(setup: FitSetup, checkpoint) -> str:
-    """The command that goes on after an interrupt: the run's config.json holds its
-    settings, so only --resume; a run that saved nothing starts over as it was given."""
+def resume_command(setup: FitSetup, checkpoint, lr: float | None = None) -> str:
+    """The command that goes on from `checkpoint`: the run's config.json holds its
+    settings, so only --resume (on the run directory given: a worker finds its own
+    copy from it), with `lr` if a new rate is advised. A run that saved nothing yet
+    begins again: from the checkpoint it was started from (the same command), else
+    over, as it was given."""
+    invocation = setup.invocation
+    if lr is not None:
+        invocation = dataclasses.replace(invocation, lr=lr)
     if checkpoint is None:
-        return start_over_command(setup.run_dir, setup.invocation)
-    return Invocation(setup.invocation.script, str(setup.run_dir)).command(resume=True)
+        if setup.start.checkpoint is not None:
+            return invocation.command()
+        return start_over_command(setup.run_dir, invocation)
+    base = invocation.checkpoints or str(setup.run_dir)
+    return Invocation(invocation.script, base).command(resume=True, lr=lr)
 
 
 def _divergence(setup: FitSetup, divergence, final: Path | None) -> str:
     """One line: where the loss stopped being finite and the command that goes on."""
     epoch, logs = divergence
     rate = float(keras.ops.convert_to_numpy(setup.model.optimizer.learning_rate))
-    invocation = dataclasses.replace(setup.invocation, lr=float(f"{rate / 10:.3g}"))
+    lower = float(f"{rate / 10:.3g}")
     what = f"training diverged in epoch {epoch} (loss {logs.get('loss')})"
     if final is None:
         return (
-            f"{what} before any checkpoint was saved; start over at a lower rate with: "
-            f"{start_over_command(setup.run_dir, invocation)}"
+            f"{what} before any checkpoint was saved; begin again at a lower rate with: "
+            f"{resume_command(setup, None, lower)}"
         )
     return (
         f"{what}; the latest checkpoint stays {final}; resume from it at a lower rate with: "
-        f"{invocation.command(resume=True)}"
+        f"{resume_command(setup, final, lower)}"
     )
 
 

@@ -287,3 +287,50 @@ def test_a_recorded_change_beyond_its_epoch_is_one_line_naming_the_file():
     check_changes_inside_epochs(config, 16, "run/config.json")
     with pytest.raises(UserError, match=r"in run/config.json: batch 15 lies beyond epoch 2, "):
         check_changes_inside_epochs(config, 10, "run/config.json")
+
+
+def test_a_rewind_past_a_new_starting_rate_goes_on_at_the_rate_the_checkpoint_had():
+    # A run at 0.1 resumed at epoch 30 with training.learning_rate = 0.2, then taken back
+    # to epoch 10: nothing asks for 0.2 there, so epoch 11 trains as epoch 10 left it.
+    first = training(epochs=40, schedule="cosine")
+    asked, _ = continue_rate(
+        first, dataclasses.replace(first, learning_rate=0.2), (30, 0), None, BATCHES
+    )
+    assert rate_at(asked, 30, 0, BATCHES) == pytest.approx(rate_at(first, 30, 0, BATCHES) * 2)
+    back = with_changes_up_to(asked, (10, 0))
+    after, change = continue_rate(asked, back, (10, 0), None, BATCHES)
+    assert change.before == {"learning_rate": 0.1}
+    assert rate_at(after, 10, 0, BATCHES) == pytest.approx(rate_at(first, 10, 0, BATCHES))
+    assert epoch_rates(after, 10) == pytest.approx(epoch_rates(first, 10))
+
+
+def test_every_setting_a_change_replaced_is_recorded_so_later_changes_keep_the_past():
+    # step (every 10) -> cosine at 15, then cosine's step_every changed at 25: epochs
+    # 1-15 still read back as the step schedule they trained with.
+    step = training(epochs=40, schedule="step", step_every=10.0, decay_factor=0.5)
+    cosine, _ = continue_rate(
+        step, dataclasses.replace(step, schedule="cosine"), (15, 0), None, BATCHES
+    )
+    later, _ = continue_rate(
+        cosine, dataclasses.replace(cosine, step_every=5.0), (25, 0), None, BATCHES
+    )
+    assert epoch_rates(reproduced(later), 15) == epoch_rates(step, 15)
+    assert epoch_rates(reproduced(later), 25) == epoch_rates(cosine, 25)
+
+
+def test_a_segment_is_checked_with_its_own_settings_not_the_final_ones():
+    # Lengthened from 10 to 20 epochs, then given a 15-epoch warm-up: valid, since the
+    # 10-epoch segment had no such warm-up.
+    longer = {"epoch": 5, "batch": 0, "rate": 0.05, "before": {"epochs": 10}}
+    warmer = {"epoch": 8, "batch": 0, "rate": 0.04, "before": {"warmup_epochs": 0.0}}
+    training(epochs=20, schedule="cosine", warmup_epochs=15.0, rate_changes=(longer, warmer))
+    # A segment that never was valid (a forged entry) is refused, naming the entry.
+    with pytest.raises(UserError, match="the curve before entry .*warmup_epochs"):
+        training(epochs=20, schedule="cosine", warmup_epochs=15.0, rate_changes=(longer,))
+
+
+def test_a_plateau_run_switched_to_a_curve_asks_for_the_rate():
+    plateau = training(epochs=10, schedule="plateau")
+    with pytest.raises(RateNeeded) as needed:
+        continue_rate(plateau, dataclasses.replace(plateau, schedule="cosine"), (4, 0), None, 10)
+    assert "plateau" in needed.value.why

@@ -170,3 +170,48 @@ def test_a_forged_intent_is_one_line_and_touches_nothing(tmp_path, intent):
     with pytest.raises(UserError, match=f"{run_change.PENDING} is damaged"):
         resolve_start(run_dir, StartRequest(resume=True))
     assert contents(run_dir) == before and (tmp_path / "run").is_dir()
+
+
+def test_a_forged_intent_cannot_reach_outside_through_a_link(tmp_path):
+    # A downloaded run whose abandoned/ links to a folder of the user's.
+    precious = tmp_path / "home" / "Documents"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    run_dir = six_epochs(tmp_path / "run")
+    (run_dir / "abandoned").symlink_to(tmp_path / "home")
+    for intent in (
+        {"kind": "clear", "copies": [], "moves": [], "latest": None, "history_from": None,
+         "history_epochs": 0, "deletions": ["abandoned/Documents"]},
+        {"kind": "rewind", "copies": [], "history_from": None, "history_epochs": 0,
+         "moves": [["abandoned/Documents/thesis.tex", "stolen.tex"]], "latest": None,
+         "deletions": []},
+    ):  # fmt: skip
+        (run_dir / run_change.PENDING).write_text(json.dumps(intent))
+        with pytest.raises(UserError, match=f"{run_change.PENDING} is damaged"):
+            latest_checkpoint(run_dir)
+        assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_reader_leaves_a_change_to_the_training_run_that_holds_the_lock(tmp_path):
+    import fcntl
+
+    run_dir = six_epochs(tmp_path / "run")
+    change, _folder = run_state_plan(run_dir)
+    (run_dir / run_change.PENDING).write_text(json.dumps(change.to_dict()))
+    with open(run_dir / "train.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The trainer holds the lock: the reader reads the run as it is.
+        assert latest_checkpoint(run_dir).name == "interrupt.keras"
+        assert (run_dir / run_change.PENDING).exists()
+    # Free again: the next reader finishes it.
+    assert latest_checkpoint(run_dir).name == "epoch_0002.keras"
+    assert not (run_dir / run_change.PENDING).exists()
+
+
+def run_state_plan(run_dir):
+    import datetime
+
+    from pipeline.run_state import plan_rewind
+
+    start = resolve_start(run_dir, StartRequest(start_epoch=2))
+    return plan_rewind(run_dir, start, datetime.datetime(2026, 12, 7))

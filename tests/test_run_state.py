@@ -135,7 +135,7 @@ def test_going_back_to_the_newest_checkpoint_moves_nothing(tmp_path):
 
 def test_a_fresh_start_in_a_used_directory_needs_overwrite_which_clears_it(six_epochs):
     apply_start(six_epochs, start(six_epochs, start_epoch=2), NOW)
-    with pytest.raises(UserError, match="--resume.*--start_epoch 2.*--overwrite"):
+    with pytest.raises(UserError, match="--resume; or start over with: .*--overwrite"):
         start(six_epochs)
     point = start(six_epochs, overwrite=True)
     assert point.clear and point.checkpoint is None
@@ -155,7 +155,11 @@ def test_advice_after_a_run_that_saved_no_checkpoint_never_goes_in_a_circle(tmp_
     assert start(run_dir, overwrite=True).clear
     # With its config.json, the command starts it over with the run's own settings.
     (run_dir / "config.json").write_text("{}")
-    with pytest.raises(UserError, match=f"--config {run_dir / 'config.json'} --overwrite"):
+    with pytest.raises(
+        UserError,
+        match=f"--config {run_dir / 'config.json'} --set 'training.rate_changes="
+        r"\[\]' --overwrite",
+    ):
         start(run_dir, resume=True)
     # Nothing there at all: --resume says how to start.
     with pytest.raises(UserError, match=r"no run there yet; start one with: python train.py"):
@@ -258,3 +262,24 @@ def test_the_runs_changes_replace_those_of_a_config_given_and_say_so_only_then(t
     # rewind), not something the user said: nothing to note.
     config, notes = config_for_start(other, run_dir, point)
     assert config.training.rate_changes == (change,) and notes == []
+
+
+def test_a_used_directory_whose_decay_ended_advises_going_on_with_a_rate(six_epochs):
+    # A finished 6-epoch cosine run: "continue it" must not be refused again (its rate is
+    # 0 at the end), and going back names an epoch before the end.
+    finished = ExperimentConfig(training=TrainingConfig(schedule="cosine", epochs=6))
+    (six_epochs / "config.json").write_text(finished.to_json())
+    (six_epochs / "interrupt.keras").unlink()
+    (six_epochs / "interrupt.json").unlink()
+    point_latest(six_epochs, six_epochs / "epoch_0006.keras")
+    command = Invocation(checkpoints=str(six_epochs))
+    with pytest.raises(UserError) as refused:
+        start(six_epochs, invocation=command)
+    message = str(refused.value)
+    last_rate = repr(
+        TrainingConfig(schedule="cosine", epochs=6).learning_rate
+        * 0.5
+        * (1 + __import__("math").cos(__import__("math").pi * 5 / 6))
+    )
+    assert f"--resume --epochs 16 --lr {last_rate}" in message
+    assert "--start_epoch 4" in message and "--start_epoch 6" not in message

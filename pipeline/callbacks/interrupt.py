@@ -49,7 +49,11 @@ class MetricStateRestore(keras.callbacks.Callback):
             for variable, value in zip(metric.variables, values, strict=True):
                 # A saved value of another shape (a damaged or older state) is left out:
                 # the epoch's row then counts its batches after the resume only.
-                if tuple(np.shape(value)) != tuple(variable.shape):
+                try:
+                    shape = np.shape(value)
+                except ValueError:  # a ragged list: not a saved variable
+                    continue
+                if tuple(shape) != tuple(variable.shape):
                     continue
                 variable.assign(variable + keras.ops.convert_to_tensor(value, variable.dtype))
 
