@@ -310,7 +310,7 @@ STATE_FIELDS = {
     "class_names": _texts,
     "workers": _whole(1, 100_000),
     "epoch_seconds": _number(0),
-    "epoch_rate": _optional(_number(0, above=True)),
+    "epoch_rate": _optional(_number(0)),  # 0 where a warm-up starts or a decay ends
     "metric_states": _metric_states,
     "plateau": _plateau,
     "data_build_id": _optional(_text),

@@ -105,8 +105,16 @@ def test_a_damaged_model_file_is_a_user_error(tmp_path, planted_split):
     split_file, _ = planted_split
     path = tmp_path / "broken.keras"
     path.write_bytes(b"not a zip file")
-    with pytest.raises(UserError, match="cannot load model"):
+    with pytest.raises(UserError, match="is not a .keras file"):
         evaluate(path, split_file)
+    # A zip archive that is no Keras model: Keras' own reason, on one line.
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(UserError, match="cannot load model") as refused:
+        evaluate(path, split_file)
+    assert "\n" not in str(refused.value)
 
 
 def test_rank5_is_not_reported_for_five_classes_or_fewer(tmp_path):

@@ -32,11 +32,13 @@ def hostile_files(folder: Path, oversized_bytes: int) -> dict[str, Path]:
 
 # build_dataset.py in a process of its own, which prints its own peak memory (KiB).
 MEASURED = """
-import resource, sys
+import sys
 sys.path.insert(0, sys.argv[1])
 import build_dataset
 code = build_dataset.main(sys.argv[2:])
-print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss keeps the parent's across fork and exec).
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print("peak", int(peak[0].split()[1]))
 sys.exit(code)
 """
 
