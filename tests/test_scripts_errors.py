@@ -78,7 +78,7 @@ def test_a_used_run_directory_is_not_overwritten(capsys, tmp_path, digits_dir):
     checkpoint = run_dir / "epoch_0005.keras"
     checkpoint.write_bytes(b"precious")
     code = train.main(["--checkpoints", str(run_dir), "--set", f"data.dataset_dir={digits_dir}"])
-    assert_one_line_error(capsys, code, "already holds a run", "--start_epoch 5", "--overwrite")
+    assert_one_line_error(capsys, code, "already holds a run", "--resume", "--overwrite")
     assert checkpoint.read_bytes() == b"precious"
 
 
