@@ -1,10 +1,11 @@
 """Rewinds and --overwrite as transactions: a kill at every step leaves the old state or
 the new one, and nothing of either branch is lost or overwritten."""
 
+import datetime
 import json
 import os
-import subprocess
-import sys
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -15,29 +16,9 @@ from pipeline.history import write_history
 from pipeline.run_dir import latest_checkpoint, point_latest
 from pipeline.run_state import StartRequest, apply_start, resolve_start
 
-REPO = Path(__file__).resolve().parent.parent
-
-# Carries a change out in a process of its own, killed (os._exit: no clean-up, as
-# kill -9) just before step number `kill_at`.
-KILLED = """
-import datetime, os, sys
-from pathlib import Path
-from pipeline import run_change
-from pipeline.run_state import StartRequest, apply_start, resolve_start
-
-run_dir, kill_at, request = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-taken = []
-
-def hook(number):
-    if len(taken) == kill_at:
-        os._exit(9)
-    taken.append(number)
-
-run_change.step_hook = hook
-asked = {"rewind": StartRequest(start_epoch=2), "overwrite": StartRequest(overwrite=True)}
-apply_start(run_dir, resolve_start(run_dir, asked[request]), datetime.datetime(2026, 12, 7))
-print("DONE")
-"""
+# What each kind of change asks for.
+REQUESTS = {"rewind": StartRequest(start_epoch=2), "overwrite": StartRequest(overwrite=True)}
+KILLED, FINISHED = 9, 0
 
 
 def fake_checkpoint(run_dir: Path, name: str, epoch: int, batch: int = 0) -> Path:
@@ -73,14 +54,35 @@ def contents(run_dir: Path) -> dict[str, bytes]:
 
 
 def killed_at(run_dir: Path, kill_at: int, request: str) -> bool:
-    """Run the change, killed before step `kill_at`; True when it ran to its end."""
-    completed = subprocess.run(
-        [sys.executable, "-c", KILLED, str(run_dir), str(kill_at), request],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )  # fmt: skip
-    assert completed.returncode in (0, 9), completed.stderr[-2000:]
-    return "DONE" in completed.stdout
+    """Carry the change out in a forked process that dies (os._exit: no clean-up of any
+    kind, as kill -9) just before step number `kill_at`; True when it ran to its end."""
+    child = os.fork()
+    if child == 0:  # the child: never returns into pytest
+        code = KILLED
+        try:
+            taken = []
+
+            def hook(number):
+                if len(taken) == kill_at:
+                    os._exit(KILLED)
+                taken.append(number)
+
+            run_change.step_hook = hook
+            start = resolve_start(run_dir, REQUESTS[request])
+            apply_start(run_dir, start, datetime.datetime(2026, 12, 7))
+            code = FINISHED
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(child, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:  # never hang the suite
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise AssertionError(f"the change killed before step {kill_at} never ended")
+        time.sleep(0.01)
+    status = waited[1]
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (KILLED, FINISHED)
+    return os.WEXITSTATUS(status) == FINISHED
 
 
 def history_epochs(run_dir: Path) -> list[int]:
