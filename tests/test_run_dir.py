@@ -1,4 +1,4 @@
-"""The run directory's files: damaged pointers and states are passed over, never trusted."""
+"""The run directory's files: damaged pointers and states are refused in one line, never trusted."""
 
 import json
 
