@@ -39,19 +39,19 @@ def load_history(run_dir: str | Path, keep_epochs: int) -> dict[str, list]:
     return {key: values[:keep_epochs] for key, values in history.items()}
 
 
-def check_columns(history: dict, path: Path) -> None:
+def check_columns(history: dict, path: Path, remedy: str = "move it away") -> None:
     """A history read back: columns of one number (or null) per epoch, `epoch` among
     them; anything else is a one-line error naming the file and the column."""
     epochs = history.get("epoch")
     if not isinstance(epochs, list):
-        raise UserError(f"{path} is damaged: epoch must list the epochs; move it away")
+        raise UserError(f"{path} is damaged: epoch must list the epochs; {remedy}")
     for name, values in history.items():
         numbers = isinstance(values, list) and all(
             value is None or (type(value) in (int, float)) for value in values
         )
         if not numbers or len(values) != len(epochs):
             raise UserError(
-                f"{path} is damaged: {name} must hold one number (or null) per epoch; move it away"
+                f"{path} is damaged: {name} must hold one number (or null) per epoch; {remedy}"
             )
 
 

@@ -185,9 +185,11 @@ def settings_before(training, position: Position):
 def rate_at(training, epoch: int, batch: int, batches_per_epoch: int) -> float | None:
     """The rate the batch at (epoch, batch) trains at; None: the optimizer's own rate
     (plateau, except at a change)."""
-    segment = settings_at(training, (epoch, batch))
+    changes = rate_changes(training)
+    in_force = [change for change in changes if change.position <= (epoch, batch)]
+    # The segment's curve: from the changes after this position (they are in order).
+    segment = _settings_of_changes(training, changes[len(in_force) :])
     scheduled = scheduled_rate(segment, epoch, batch, batches_per_epoch)
-    in_force = [change for change in rate_changes(training) if change.position <= (epoch, batch)]
     if not in_force:
         return scheduled
     change = in_force[-1]

@@ -10,7 +10,7 @@ import matplotlib
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from pipeline.history import plot_series
+from pipeline.history import check_columns, plot_series
 from pipeline.learning_rate import describe_position, rate_changes
 from pipeline.run_dir import (
     CONFIG_FILE,
@@ -98,14 +98,8 @@ def _checked_history(history, path: Path) -> dict:
         _damaged(path, f"epoch must list whole epochs from 1 to {MAX_EPOCH - 1}")
     if any(later <= earlier for earlier, later in zip(epochs, epochs[1:], strict=False)):
         _damaged(path, "epoch must count upwards")
-    cleaned = {}
-    for name, values in columns.items():
-        numeric = isinstance(values, list) and all(
-            value is None or type(value) in (int, float) for value in values
-        )
-        if not numeric or len(values) != len(epochs):
-            _damaged(path, f"{name} must hold one number (or null) per epoch")
-        cleaned[name] = [_finite_or_none(value) for value in values]
+    check_columns(columns, path, REWRITTEN)
+    cleaned = {name: list(map(_finite_or_none, values)) for name, values in columns.items()}
     seconds = [value for value in cleaned.get("seconds", []) if value is not None]
     if not all(0 <= value < MAX_EPOCH_SECONDS for value in seconds):
         _damaged(path, f"seconds must be durations from 0 to {MAX_EPOCH_SECONDS}")
@@ -118,8 +112,11 @@ def _finite_or_none(value):
     return value
 
 
+REWRITTEN = "train.py rewrites it at the next epoch"
+
+
 def _damaged(path: Path, what: str):
-    raise UserError(f"{path} is damaged: {what}; train.py rewrites it at the next epoch")
+    raise UserError(f"{path} is damaged: {what}; {REWRITTEN}")
 
 
 def _checked_data(info, path: Path) -> dict:

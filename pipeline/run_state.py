@@ -193,8 +193,17 @@ def _recorded_training_config(run_dir: Path):
     reads; advice then goes without it)."""
     try:
         training = read_json(run_dir / CONFIG_FILE).get("training")
-        return config_from_dict(TrainingConfig, training, source=str(run_dir / CONFIG_FILE))
-    except (UserError, OSError, AttributeError, TypeError):
+    except (UserError, OSError):
+        return None
+    return _as_training_config(training, run_dir / CONFIG_FILE)
+
+
+def _as_training_config(values, source: Path):
+    """A recorded training section as a config; None where it no longer reads (written
+    by another version, or damaged): what builds on it then goes without it."""
+    try:
+        return config_from_dict(TrainingConfig, values, source=str(source))
+    except (UserError, AttributeError, TypeError):
         return None
 
 
@@ -338,16 +347,11 @@ def recorded_training(run_dir: Path, start: StartPoint) -> dict | None:
     return section if isinstance(section, dict) else None
 
 
-def _recorded_config(run_dir: Path, start: StartPoint, training):
+def _recorded_config(run_dir: Path, start: StartPoint):
     """The recorded training section as a config (None: none, or one that no longer
     reads; the rate rule then has nothing to continue from)."""
     recorded = recorded_training(run_dir, start)
-    if recorded is None:
-        return None
-    try:
-        return config_from_dict(type(training), recorded, source=str(run_dir / CONFIG_FILE))
-    except UserError:
-        return None
+    return None if recorded is None else _as_training_config(recorded, run_dir / CONFIG_FILE)
 
 
 def config_for_start(config, run_dir: Path, start: StartPoint, config_given: bool = False):
@@ -395,7 +399,7 @@ def config_with_rate(config, run_dir: Path, start: StartPoint, learning_rate, ba
         if learning_rate is not None:
             training = dataclasses.replace(training, learning_rate=learning_rate)
         return dataclasses.replace(config, training=training), None
-    recorded = _recorded_config(run_dir, start, training)
+    recorded = _recorded_config(run_dir, start)
     if recorded is not None and learning_rate is None:
         _refuse_new_initial_rate(training, recorded, start, invocation)
     try:

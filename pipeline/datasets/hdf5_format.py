@@ -429,9 +429,6 @@ def check_contract(handle: h5py.File) -> None:
             raise ContractError("attribute 'covariance' is not finite")
     if "build_id" in attrs and not isinstance(attrs["build_id"], str):
         raise ContractError("attribute 'build_id' is not text")
-    version = np.asarray(attrs.get("format_version", 0))
-    if version.shape != ():
-        raise ContractError("attribute 'format_version' is not one number")
     num_classes = attrs["num_classes"]
     if not isinstance(num_classes, int | np.integer) or num_classes < 1:
         raise ContractError(f"attribute 'num_classes' is {num_classes!r}, not a count >= 1")

@@ -41,20 +41,6 @@ def open_source_file(path, what: str, max_bytes: int = MAX_ARCHIVE_BYTES):
         raise
 
 
-def check_source_file(path, what: str, max_bytes: int = MAX_ARCHIVE_BYTES) -> Path:
-    """`path`, checked as `open_source_file` checks it (without opening it: a FIFO is
-    told apart by its mode alone)."""
-    path = Path(path)
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        raise UserError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise UserError(f"{what} {path} cannot be read ({error.strerror})") from None
-    _check_regular(status, path, what, max_bytes)
-    return path
-
-
 def read_source_text(path, what: str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """A UTF-8 text file of a source, whole, with every line at most
     MAX_LINE_CHARACTERS long (an endless line is refused, not read)."""
