@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from pipeline.errors import OneLineArgumentParser, run_cli
-from pipeline.run_comparison import compare_runs
+from pipeline.evaluation.run_comparison import compare_runs
 
 
 @run_cli

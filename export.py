@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, run_cli
-from pipeline.evaluation_target import evaluation_target
-from pipeline.export import FORMATS, TOLERANCES, ExportRequest, card_path, check_request
+from pipeline.evaluation.export import FORMATS, TOLERANCES, ExportRequest, card_path, check_request
+from pipeline.evaluation.target import evaluation_target
 from pipeline.framework import load_keras
 
 
@@ -73,8 +73,8 @@ def main(argv=None):
         print(f"note: {note}")
     load_keras()
     from pipeline.datasets.hdf5_format import read_split_info
-    from pipeline.evaluation import check_class_names
-    from pipeline.export import export_and_check, sample_images
+    from pipeline.evaluation.export import export_and_check, sample_images
+    from pipeline.evaluation.rank_accuracy import check_class_names
     from pipeline.models import load_model
 
     info = read_split_info(target.split_file)

@@ -10,7 +10,7 @@ import sys
 from pipeline.datasets.image_folders import printable
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli, shown
 from pipeline.framework import load_keras
-from pipeline.run_dir import read_state
+from pipeline.runs.run_dir import read_state
 
 
 @run_cli
@@ -28,8 +28,13 @@ def main(argv=None):
     # The checkpoint's state is read (and checked) before anything loads.
     read_state(args.model)
     load_keras()
+    from pipeline.evaluation.prediction import (
+        class_names_for,
+        image_paths,
+        predict_files,
+        stored_side,
+    )
     from pipeline.models import load_model
-    from pipeline.prediction import class_names_for, image_paths, predict_files, stored_side
 
     paths = image_paths(args.target)
     model = load_model(args.model)

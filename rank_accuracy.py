@@ -21,14 +21,14 @@ from pathlib import Path
 from pipeline.advice import Invocation
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
-from pipeline.evaluation_target import evaluation_target
-from pipeline.framework import check_backend, load_keras
-from pipeline.reproduction import (
+from pipeline.evaluation.reproduction import (
     compare_with_expected,
     expected_for,
     format_comparison,
     recipe_changes,
 )
+from pipeline.evaluation.target import evaluation_target
+from pipeline.framework import check_backend, load_keras
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -73,7 +73,12 @@ def main(argv=None):
     for note in target.notes:
         print(f"note: {note}")
     load_keras()
-    from pipeline.evaluation import evaluate, format_report, write_confusion, write_report
+    from pipeline.evaluation.rank_accuracy import (
+        evaluate,
+        format_report,
+        write_confusion,
+        write_report,
+    )
 
     report = evaluate(
         target.model_path,

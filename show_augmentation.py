@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from pipeline.cli import add_config_arguments, config_from_arguments
-from pipeline.dataset_identity import require_split
 from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.identity import require_split
 from pipeline.errors import OneLineArgumentParser, run_cli
 from pipeline.framework import load_keras
 

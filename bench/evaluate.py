@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.datasets.hdf5_format import SplitWriter
-from pipeline.evaluation import predict_split
+from pipeline.evaluation.rank_accuracy import predict_split
 from pipeline.io import HDF5DatasetGenerator
 from pipeline.nn import build_preset
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from pipeline.evaluation import rank_k_accuracy
+from pipeline.evaluation.rank_accuracy import rank_k_accuracy
 
 
 def reference_rank5_accuracy(predictions, labels):

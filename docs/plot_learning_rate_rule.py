@@ -2,7 +2,7 @@
 
 python docs/plot_learning_rate_rule.py
 
-The curves come from pipeline.learning_rate.rate_at, the function training uses.
+The curves come from pipeline.runs.learning_rate.rate_at, the function training uses.
 """
 
 import sys
@@ -13,7 +13,7 @@ import matplotlib
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import TrainingConfig  # noqa: E402
-from pipeline.learning_rate import rate_at  # noqa: E402
+from pipeline.runs.learning_rate import rate_at  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

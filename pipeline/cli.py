@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from pipeline.advice import Invocation
-from pipeline.cluster import cluster_in_environment, own_run_dir
 from pipeline.config import (
     DEFAULT_CONFIG_PATH,
     ExperimentConfig,
@@ -22,7 +21,8 @@ from pipeline.errors import (
     UserError,
 )
 from pipeline.framework import load_keras
-from pipeline.run_dir import CONFIG_FILE, latest_checkpoint, read_state
+from pipeline.runs.run_dir import CONFIG_FILE, latest_checkpoint, read_state
+from pipeline.training.cluster import cluster_in_environment, own_run_dir
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +149,7 @@ def train_from_command_line(argv, *, script: str, schedule: str | None, descript
         )
     # Imported only now, so that --help and option errors answer without loading Keras.
     load_keras()
-    from pipeline.training import train
+    from pipeline.training.engine import train
 
     result = train(
         config,

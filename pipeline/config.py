@@ -17,10 +17,10 @@ from typing import Any
 
 from pipeline.datasets.kinds import KINDS
 from pipeline.errors import UserError
-from pipeline.learning_rate import CURVE_KEYS
 
 # Specs and presets only: pipeline.nn loads Keras when a model is built, not here.
 from pipeline.nn.presets import spec_for
+from pipeline.runs.learning_rate import CURVE_KEYS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
@@ -141,7 +141,7 @@ class TrainingConfig:
     plateau_patience: int = 5
     # The --lr changes of a resumed run, recorded by train.py: [{epoch = 13, batch = 5,
     # rate = 0.01}] trains at 0.01 from batch 6 of epoch 14 (13 epochs and 5 batches
-    # done), the rest of the schedule rescaled to start there (pipeline/learning_rate.py).
+    # done), the rest of the schedule rescaled to start there (pipeline/runs/learning_rate.py).
     rate_changes: tuple[dict, ...] = ()
     # Stop when early_stopping_monitor stalls this many epochs (0: never).
     early_stopping_patience: int = 0

@@ -9,9 +9,9 @@ import keras
 
 from pipeline.config import ModelConfig
 from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
-from pipeline.distribute import resolve_jit_compile
 from pipeline.errors import UserError
 from pipeline.nn.resnet import build_resnet
+from pipeline.training.distribute import resolve_jit_compile
 
 
 def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:

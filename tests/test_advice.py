@@ -150,7 +150,7 @@ def test_every_advised_command_runs_and_trains_what_was_meant(tmp_path, digits_d
     # Its config.json, changes and all, gives every rate it trained at (1257 training
     # images in batches of 256: 5 batches an epoch; the history holds float32 rates).
     from pipeline.config import load_config
-    from pipeline.learning_rate import rate_at
+    from pipeline.runs.learning_rate import rate_at
 
     training = load_config(tmp_path / "cosine" / "config.json").training
     assert [change["epoch"] for change in training.rate_changes] == [3, 13]
@@ -194,7 +194,7 @@ def test_an_invocation_changes_only_what_the_advice_must():
 
 def test_scoring_a_preset_without_a_checkpoint_advises_training_that_preset(tmp_path):
     from pipeline.errors import UserError
-    from pipeline.evaluation_target import newest_checkpoint
+    from pipeline.evaluation.target import newest_checkpoint
 
     training = Invocation(config="config/cifar10_resnet56_ctrl_c.toml", overrides=("a.b=1",))
     with pytest.raises(UserError) as refused:

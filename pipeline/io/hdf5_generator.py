@@ -21,7 +21,7 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
       is drawn from (seed, e): different every epoch, identical in every run and
       after a resume. `on_epoch_end` moves on to the next epoch, so a plain
       `model.fit(generator, epochs=N)` reshuffles; train.py also pins the epoch
-      Keras trains (`set_epoch`, via `pipeline.callbacks.LoaderEpochSync`).
+      Keras trains (`set_epoch`, via `pipeline.training.callbacks.LoaderEpochSync`).
     - Position: `set_epoch(e, start_batch=b)` serves the rest of epoch e from
       batch b on, exactly the batches an uninterrupted run would have served,
       augmented identically (augmentation draws come from (seed, e, batch)).

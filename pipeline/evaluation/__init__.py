@@ -1,0 +1,1 @@
+"""After training: rank-1/rank-5 evaluation, prediction, reports, comparison, export."""

@@ -1,0 +1,1 @@
+"""Training: the fit and what drives it (callbacks, data, distribution, clusters)."""
