@@ -49,8 +49,9 @@ keras = load_keras()  # quietly: no framework start-up lines (PIPELINE_VERBOSE=1
 
 from pipeline.datasets.hdf5_format import SplitWriter  # noqa: E402
 from pipeline.io import HDF5DatasetGenerator  # noqa: E402
+from pipeline.models import resolve_jit_compile  # noqa: E402
 from pipeline.nn import ResNetSpec, build_preset, build_resnet  # noqa: E402
-from pipeline.training.distribute import resolve_jit_compile, set_precision  # noqa: E402
+from pipeline.training.distribute import set_precision  # noqa: E402
 
 RESULTS_FILE, TABLE_FILE = "device_check.json", "device_check.txt"
 PARTS = ("training", "loader", "fit", "demo")

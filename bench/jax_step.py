@@ -18,8 +18,8 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline.models import resolve_jit_compile  # noqa: E402
 from pipeline.nn import build_preset  # noqa: E402
-from pipeline.training.distribute import resolve_jit_compile  # noqa: E402
 
 TIMED_EPOCHS = 3
 

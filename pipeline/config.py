@@ -20,12 +20,19 @@ from pipeline.errors import UserError
 
 # Specs and presets only: pipeline.nn loads Keras when a model is built, not here.
 from pipeline.nn.presets import spec_for
-from pipeline.runs.learning_rate import CURVE_KEYS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "digits.toml"
 # A preset or a run's config.json is a few KiB: a larger file is refused unread.
 MAX_CONFIG_BYTES = 4 * 1024**2
+
+
+# The settings that shape the curve; a change's `before` holds those of the segment
+# that ended at it, where they differ from the segment that follows.
+CURVE_KEYS = (
+    "schedule", "learning_rate", "epochs", "decay_power", "decay_factor", "step_every",
+    "milestones", "milestone_unit", "warmup_epochs", "min_learning_rate",
+)  # fmt: skip
 
 
 SCHEDULES = ("constant", "step", "multistep", "polynomial", "cosine", "plateau")

@@ -11,7 +11,6 @@ from pipeline.config import ModelConfig
 from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
 from pipeline.errors import UserError
 from pipeline.nn.resnet import build_resnet
-from pipeline.training.distribute import resolve_jit_compile
 
 
 def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:
@@ -33,6 +32,16 @@ def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape
         mean_image=mean_image,
         name=model_config.preset or "resnet",
     )
+
+
+def resolve_jit_compile(setting: bool | str) -> bool:
+    """training.jit_compile as Keras takes it. "auto" compiles on JAX, where Keras' other
+    path runs the step op by op: slow, and with several CPU devices in one process it can
+    leave a device's collective waiting for a partner that never comes. On TensorFlow,
+    "auto" keeps the plain tf.function graph; XLA there is asked for with true."""
+    if setting == "auto":
+        return keras.backend.backend() == "jax"
+    return bool(setting)
 
 
 def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Model:

@@ -98,7 +98,7 @@ def test_the_data_set_kind_and_class_count_are_stated_or_left_unchecked():
 
 
 def test_jit_compile_is_auto_by_default_and_takes_true_or_false():
-    from pipeline.training.distribute import resolve_jit_compile
+    from pipeline.models import resolve_jit_compile
 
     assert load_config(None).training.jit_compile == "auto"
     assert load_config(None, ["training.jit_compile=auto"]).training.jit_compile == "auto"

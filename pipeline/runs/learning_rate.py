@@ -31,15 +31,10 @@ run given the same config, changes included.
 import dataclasses
 import math
 
+from pipeline.config import CURVE_KEYS
+
 # Where a position (completed epochs, batches done in the next epoch) names a step.
 Position = tuple[int, int]
-
-# The settings that shape the curve; a change's `before` holds those of the segment
-# that ended at it, where they differ from the segment that follows.
-CURVE_KEYS = (
-    "schedule", "learning_rate", "epochs", "decay_power", "decay_factor", "step_every",
-    "milestones", "milestone_unit", "warmup_epochs", "min_learning_rate",
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

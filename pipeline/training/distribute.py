@@ -145,16 +145,6 @@ def _jax_multiworker(jax) -> Distribution:
     )
 
 
-def resolve_jit_compile(setting: bool | str) -> bool:
-    """training.jit_compile as Keras takes it. "auto" compiles on JAX, where Keras' other
-    path runs the step op by op: slow, and with several CPU devices in one process it can
-    leave a device's collective waiting for a partner that never comes. On TensorFlow,
-    "auto" keeps the plain tf.function graph; XLA there is asked for with true."""
-    if setting == "auto":
-        return keras.backend.backend() == "jax"
-    return bool(setting)
-
-
 def set_precision(precision: str) -> None:
     """float32, mixed_float16 (Keras wraps the optimizer in loss scaling) or mixed_bfloat16."""
     keras.mixed_precision.set_global_policy(precision)

@@ -18,7 +18,12 @@ from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, config_from_values
 from pipeline.datasets.hdf5_format import split_path
 from pipeline.errors import UserError
-from pipeline.models import build_model_for_data, check_model_matches_data, load_model
+from pipeline.models import (
+    build_model_for_data,
+    check_model_matches_data,
+    load_model,
+    resolve_jit_compile,
+)
 from pipeline.runs.history import load_history
 from pipeline.runs.learning_rate import describe_position, describe_rule, rate_at
 from pipeline.runs.run_dir import (
@@ -47,7 +52,6 @@ from pipeline.runs.run_state import (
 from pipeline.training.callbacks import TrainingInterrupted
 from pipeline.training.data import open_data
 from pipeline.training.distribute import (
-    resolve_jit_compile,
     seed_everything,
     set_precision,
     setup_distribution,
