@@ -15,7 +15,9 @@ from pathlib import Path
 
 from pipeline.cli import add_config_arguments, config_from_arguments
 from pipeline.errors import OneLineArgumentParser, run_cli
-from pipeline.evaluation.export import FORMATS, TOLERANCES, ExportRequest, card_path, check_request
+from pipeline.evaluation.export import check_request
+from pipeline.evaluation.export_formats import FORMATS, TOLERANCES, ExportRequest
+from pipeline.evaluation.export_output import card_path
 from pipeline.evaluation.target import evaluation_target
 from pipeline.framework import load_keras
 
@@ -72,7 +74,7 @@ def main(argv=None):
     for note in target.notes:
         print(f"note: {note}")
     load_keras()
-    from pipeline.datasets.hdf5_format import read_split_info
+    from pipeline.datasets.hdf5_reader import read_split_info
     from pipeline.evaluation.export import export_and_check, sample_images
     from pipeline.evaluation.rank_accuracy import check_class_names
     from pipeline.models import load_model

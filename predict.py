@@ -10,7 +10,7 @@ import sys
 from pipeline.datasets.image_folders import printable
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli, shown
 from pipeline.framework import load_keras
-from pipeline.runs.run_dir import read_state
+from pipeline.runs.checkpoint_files import read_state
 
 
 @run_cli

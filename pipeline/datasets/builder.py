@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.datasets.hdf5_format import (
+from pipeline.datasets.hdf5_commit import (
     COMMITTED,
     STAGING_DIR,
-    SplitWriter,
     commit_staged_build,
     finish_committed_build,
-    split_path,
     stamp_build_id,
-    write_mean_json,
 )
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_writer import SplitWriter, write_mean_json
 from pipeline.datasets.parallel_decode import (
     WRITE_BATCH,
     PreparedBatch,

@@ -8,7 +8,8 @@ network on digits without a word.
 
 from pathlib import Path
 
-from pipeline.datasets.hdf5_format import finish_committed_build, missing_split_error
+from pipeline.datasets.hdf5_commit import finish_committed_build
+from pipeline.datasets.hdf5_reader import missing_split_error
 from pipeline.datasets.kinds import KINDS, build_advice, guess_kind, kind_of
 from pipeline.errors import UserError
 

@@ -5,14 +5,14 @@ import functools
 import inspect
 from pathlib import Path
 
-from pipeline.datasets import caltech256, cifar, digits, folder, tiny_imagenet
+from pipeline.datasets import caltech256, cifar_builder, digits, folder, tiny_imagenet
 from pipeline.datasets.builder import prepare_output_dir
 from pipeline.errors import UserError
 
 BUILDERS = {
     "digits": digits.build,
-    "cifar10": functools.partial(cifar.build, dataset="cifar10"),
-    "cifar100": functools.partial(cifar.build, dataset="cifar100"),
+    "cifar10": functools.partial(cifar_builder.build, dataset="cifar10"),
+    "cifar100": functools.partial(cifar_builder.build, dataset="cifar100"),
     "tiny-imagenet": tiny_imagenet.build,
     "caltech256": caltech256.build,
     "folder": folder.build,

@@ -12,14 +12,8 @@ from pathlib import Path
 import matplotlib
 
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import (
-    CSV_FILE,
-    HISTORY_FILE,
-    PLOT_FILE,
-    read_json,
-    removed_on_error,
-    write_json_atomically,
-)
+from pipeline.runs.json_files import read_json, removed_on_error, write_json_atomically
+from pipeline.runs.run_dir import CSV_FILE, HISTORY_FILE, PLOT_FILE
 
 matplotlib.use("Agg")  # files only: training runs on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402

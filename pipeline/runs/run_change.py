@@ -22,17 +22,11 @@ import os
 import shutil
 from pathlib import Path
 
+from pipeline.datasets.hdf5_commit import fsync_directory
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import (
-    CSV_FILE,
-    HISTORY_FILE,
-    LATEST,
-    PLOT_FILE,
-    fsync_directory,
-    point_latest,
-    read_json,
-    write_json_atomically,
-)
+from pipeline.runs.checkpoint_files import point_latest
+from pipeline.runs.json_files import read_json, write_json_atomically
+from pipeline.runs.run_dir import CSV_FILE, HISTORY_FILE, LATEST, PLOT_FILE
 
 PENDING = "change.pending.json"
 # The only folders a change deletes: the bin of an --overwrite, at the top of the run.

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.datasets.hdf5_format import open_split, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split
 
 # Solid-colour JPEGs come back within a few units (twice encoded: a little more).
 JPEG_TOLERANCE = 6

@@ -6,14 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.datasets.hdf5_format as hdf5_format
+import pipeline.datasets.hdf5_commit as hdf5_commit
 from pipeline.datasets import digits
-from pipeline.datasets.hdf5_format import (
-    STAGING_DIR,
-    check_same_build,
-    read_split_info,
-    split_path,
-)
+from pipeline.datasets.hdf5_commit import STAGING_DIR
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import check_same_build, read_split_info
 from pipeline.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -51,10 +48,10 @@ def test_a_build_killed_at_any_move_leaves_the_old_set_or_the_new_one(
         calls.append(target) if final else None
         real_replace(source, target)
 
-    monkeypatch.setattr(hdf5_format.os, "replace", replace_then_die)
+    monkeypatch.setattr(hdf5_commit.os, "replace", replace_then_die)
     with pytest.raises(Killed):
         digits.build(dataset_dir, seed=1, overwrite=True)
-    monkeypatch.setattr(hdf5_format.os, "replace", real_replace)
+    monkeypatch.setattr(hdf5_commit.os, "replace", real_replace)
 
     seen = build_ids(dataset_dir)
     assert len(set(seen.values())) == 1, seen  # one build, whichever it is

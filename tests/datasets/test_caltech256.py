@@ -14,7 +14,8 @@ from PIL import Image
 
 import build_dataset
 from pipeline.datasets import caltech256, parallel_decode
-from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split, read_split_info
 from pipeline.datasets.images import EMPTY_FILE, UNDECODABLE
 from pipeline.errors import UserError
 from tests.datasets.solid_colour_images import (

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import cifar
-from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
+from pipeline.datasets import cifar, cifar_builder
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split, read_split_info
 from pipeline.errors import UserError
 
 CIFAR10_NAMES = [
@@ -244,7 +245,7 @@ def cifar100(tmp_path):
 def test_cifar10_splits_hold_every_pixel_and_label_of_the_download(tmp_path, cifar10, kind):
     source = source_of(cifar10, kind)
     output = tmp_path / "out"
-    summary = cifar.build(output, source=source, val_size=0)
+    summary = cifar_builder.build(output, source=source, val_size=0)
     assert summary["images_per_split"] == {"train": 30, "test": 9}
     assert summary["num_classes"] == 10
     assert not split_path(output, "val").exists()
@@ -265,7 +266,7 @@ def test_cifar10_splits_hold_every_pixel_and_label_of_the_download(tmp_path, cif
 
 
 def test_channels_are_rgb_and_images_are_not_transposed(tmp_path, cifar10):
-    cifar.build(tmp_path / "out", source=cifar10.folder, val_size=0)
+    cifar_builder.build(tmp_path / "out", source=cifar10.folder, val_size=0)
     image = read(tmp_path / "out", "train")[0][0]
     assert (image[..., 0] == 255).all()
     assert (image[..., 1] == 0).all()
@@ -279,7 +280,7 @@ def test_official_python2_pickles_with_numpy1_names_load_the_same(tmp_path):
     pickled_batch = (download.folder / "data_batch_1").read_bytes()
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in pickled_batch
     assert b"_codecs" not in pickled_batch
-    cifar.build(tmp_path / "out", source=download.folder, val_size=0)
+    cifar_builder.build(tmp_path / "out", source=download.folder, val_size=0)
     train_images, train_labels = read(tmp_path / "out", "train")
     np.testing.assert_array_equal(train_images, expected_rgb(download.train_rows))
     np.testing.assert_array_equal(train_labels, download.train_labels["fine"])
@@ -291,7 +292,7 @@ def test_official_python2_pickles_with_numpy1_names_load_the_same(tmp_path):
 @pytest.mark.parametrize("label_mode", ["fine", "coarse"])
 def test_cifar100_uses_the_labels_and_names_of_the_label_mode(tmp_path, cifar100, kind, label_mode):
     output = tmp_path / "out"
-    summary = cifar.build(
+    summary = cifar_builder.build(
         output,
         source=source_of(cifar100, kind),
         dataset="cifar100",
@@ -324,7 +325,7 @@ def image_label_pairs(images, labels):
 
 def test_val_size_carves_a_stratified_reproducible_validation_split(tmp_path, cifar10):
     for name, seed in (("first", 0), ("again", 0), ("other", 1)):
-        cifar.build(tmp_path / name, source=cifar10.folder, val_size=6, seed=seed)
+        cifar_builder.build(tmp_path / name, source=cifar10.folder, val_size=6, seed=seed)
     train_images, train_labels = read(tmp_path / "first", "train")
     val_images, val_labels = read(tmp_path / "first", "val")
     assert len(train_images) == 24 and len(val_images) == 6
@@ -353,7 +354,7 @@ def test_without_val_size_a_tenth_of_train_becomes_a_stratified_validation_split
     tmp_path, cifar10, cifar100, dataset
 ):
     download = {"cifar10": cifar10, "cifar100": cifar100}[dataset]
-    summary = cifar.build(tmp_path / "out", source=download.folder, dataset=dataset)
+    summary = cifar_builder.build(tmp_path / "out", source=download.folder, dataset=dataset)
     labels = download.train_labels["fine"]
     classes = len(np.unique(labels))
     # A tenth, but at least one image of every class (the official 50,000 give 5,000).
@@ -370,11 +371,13 @@ def test_without_val_size_a_tenth_of_train_becomes_a_stratified_validation_split
         np.concatenate([train_images, val_images]), np.concatenate([train_labels, val_labels])
     )
     assert carved == image_label_pairs(expected_rgb(download.train_rows), labels)
-    assert cifar.default_val_size(np.arange(50_000) % 100) == 5000
+    assert cifar_builder.default_val_size(np.arange(50_000) % 100) == 5000
 
 
 def test_val_size_0_keeps_all_of_train_and_builds_no_validation_split(tmp_path, cifar100):
-    summary = cifar.build(tmp_path / "out", source=cifar100.folder, dataset="cifar100", val_size=0)
+    summary = cifar_builder.build(
+        tmp_path / "out", source=cifar100.folder, dataset="cifar100", val_size=0
+    )
     assert summary["images_per_split"] == {"train": 40, "test": 10}
     assert not split_path(tmp_path / "out", "val").exists()
 
@@ -394,7 +397,7 @@ def test_val_size_0_keeps_all_of_train_and_builds_no_validation_split(tmp_path, 
 )
 def test_bad_val_size_is_a_one_line_user_error(tmp_path, cifar10, val_size, expected):
     message = error_of(
-        lambda: cifar.build(tmp_path / "out", source=cifar10.folder, val_size=val_size)
+        lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder, val_size=val_size)
     )
     assert expected in message and "--val-size" in message
     assert not (tmp_path / "out").exists()
@@ -421,7 +424,7 @@ def test_a_pickle_that_would_run_a_command_is_refused_and_nothing_runs(tmp_path,
     malicious = {b"data": RunsShellCommand(f"touch {shlex.quote(str(marker))}"), b"labels": []}
     dump_protocol_2(cifar10.folder / "data_batch_3", malicious)
     source = source_of(cifar10, kind)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=source))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=source))
     # os.system pickles as posix.system (nt.system on Windows).
     assert "data_batch_3" in message and "refused" in message and ".system'" in message
     assert not marker.exists()
@@ -442,7 +445,7 @@ def test_only_the_numpy_array_globals_are_allowed(tmp_path, cifar10, module, nam
     # GLOBAL module.name, an empty tuple, REDUCE: calls module.name() when loaded.
     payload = b"\x80\x02c" + f"{module}\n{name}\n".encode() + b")R."
     (cifar10.folder / "test_batch").write_bytes(payload)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert f"refused to unpickle global '{module}.{name}'" in message
     assert str(cifar10.folder / "test_batch") in message
 
@@ -453,7 +456,7 @@ def test_codecs_encode_is_allowed_only_to_rebuild_latin1_bytes(tmp_path, cifar10
             return (codecs.encode, ("data", "rot13"))
 
     dump_protocol_2(cifar10.folder / "batches.meta", {b"label_names": EncodesRot13()})
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert "batches.meta" in message and "'rot13'" in message
 
 
@@ -473,7 +476,7 @@ def test_archive_members_are_never_extracted_anywhere(tmp_path, cifar10, monkeyp
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
     before = files_under(tmp_path)
-    cifar.build(tmp_path / "out", source=archive)
+    cifar_builder.build(tmp_path / "out", source=archive)
     created = files_under(tmp_path) - before
     assert created and all(path.is_relative_to(tmp_path / "out") for path in created)
     assert not any("evil" in path.name for path in files_under(tmp_path))
@@ -500,7 +503,9 @@ def test_a_missing_file_names_its_path_and_the_expected_layout(tmp_path, dataset
     download = WRITERS[dataset](tmp_path / "download")
     (download.folder / missing).unlink()
     source = source_of(download, kind)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=source, dataset=dataset))
+    message = error_of(
+        lambda: cifar_builder.build(tmp_path / "out", source=source, dataset=dataset)
+    )
     layout = cifar.LAYOUTS[dataset]
     if kind == "folder":
         assert f"missing {download.folder / missing};" in message
@@ -512,7 +517,7 @@ def test_a_missing_file_names_its_path_and_the_expected_layout(tmp_path, dataset
 
 
 def test_the_other_data_sets_download_is_reported_as_missing_files(tmp_path, cifar100):
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar100.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar100.folder))
     assert "missing" in message and "cifar-10-batches-py/" in message
 
 
@@ -522,7 +527,7 @@ def test_the_other_data_sets_download_is_reported_as_missing_files(tmp_path, cif
 )
 def test_bad_label_mode_is_a_user_error(tmp_path, cifar10, dataset, label_mode):
     message = error_of(
-        lambda: cifar.build(
+        lambda: cifar_builder.build(
             tmp_path / "out", source=cifar10.folder, dataset=dataset, label_mode=label_mode
         )
     )
@@ -531,53 +536,53 @@ def test_bad_label_mode_is_a_user_error(tmp_path, cifar10, dataset, label_mode):
 
 def test_unknown_dataset_is_a_user_error(tmp_path, cifar10):
     message = error_of(
-        lambda: cifar.build(tmp_path / "out", source=cifar10.folder, dataset="cifar1000")
+        lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder, dataset="cifar1000")
     )
     assert "cifar10, cifar100" in message
 
 
 @pytest.mark.parametrize("source", [None, ""])
 def test_a_missing_source_asks_for_the_download(tmp_path, source):
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=source))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=source))
     assert "--source" in message and "cifar-10-python.tar.gz" in message
 
 
 def test_a_source_that_does_not_exist_is_named(tmp_path):
     absent = tmp_path / "nowhere.tar.gz"
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=absent))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=absent))
     assert f"{absent} does not exist" in message
 
 
 def test_a_source_file_that_is_not_a_tar_archive_is_named(tmp_path):
     not_archive = tmp_path / "cifar-10-python.tar.gz"
     not_archive.write_bytes(b"this is not a tar archive")
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=not_archive))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=not_archive))
     assert f"cannot read {not_archive} as a tar archive" in message
 
 
 def test_rows_of_the_wrong_size_are_a_user_error(tmp_path, cifar10):
     contents = {b"data": np.zeros((6, 100), np.uint8), b"labels": [0] * 6}
     dump_protocol_2(cifar10.folder / "data_batch_2", contents)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert "data_batch_2" in message and "expected 3072" in message
 
 
 def test_labels_outside_the_classes_are_a_user_error(tmp_path, cifar10):
     contents = {b"data": cifar10.train_rows[:2], b"labels": [0, 10]}
     dump_protocol_2(cifar10.folder / "data_batch_4", contents)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert "data_batch_4" in message and "outside the 10 classes" in message
 
 
 def test_a_batch_that_is_not_a_dict_is_a_user_error(tmp_path, cifar10):
     dump_protocol_2(cifar10.folder / "data_batch_5", [1, 2, 3])
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert "data_batch_5" in message and "no 'data' entry" in message
 
 
 def test_existing_output_is_refused_without_overwrite(tmp_path, cifar10):
-    cifar.build(tmp_path / "out", source=cifar10.folder)
-    message = error_of(lambda: cifar.build(tmp_path / "out", source=cifar10.folder))
+    cifar_builder.build(tmp_path / "out", source=cifar10.folder)
+    message = error_of(lambda: cifar_builder.build(tmp_path / "out", source=cifar10.folder))
     assert "--overwrite" in message
-    cifar.build(tmp_path / "out", source=cifar10.folder, overwrite=True, val_size=6)
+    cifar_builder.build(tmp_path / "out", source=cifar10.folder, overwrite=True, val_size=6)
     assert read_split_info(split_path(tmp_path / "out", "val")).num_samples == 6

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import cifar
+from pipeline.datasets import cifar, cifar_builder
 from pipeline.datasets.safe_pickle import _numpy_core_module
 from tests.datasets.test_cifar import dump_protocol_2, error_of, make_archive, write_cifar10
 
@@ -36,7 +36,7 @@ def build_with_meta(tmp_path, meta_bytes_or_contents):
         meta.write_bytes(meta_bytes_or_contents)
     else:
         dump_protocol_2(meta, meta_bytes_or_contents)
-    return error_of(lambda: cifar.build(tmp_path / "out", source=download.folder))
+    return error_of(lambda: cifar_builder.build(tmp_path / "out", source=download.folder))
 
 
 FORGED_DTYPE_STATE = (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 63)
@@ -94,12 +94,12 @@ def test_a_member_over_the_limit_is_refused_from_its_header(tmp_path, monkeypatc
     archive = make_archive(download.folder, tmp_path / "cifar-10-python.tar.gz")
     monkeypatch.setattr(cifar, "MAX_TOTAL_BYTES", 1000)
     assert "over the 1000 of the official download" in error_of(
-        lambda: cifar.build(tmp_path / "out", source=archive)
+        lambda: cifar_builder.build(tmp_path / "out", source=archive)
     )
     monkeypatch.setattr(cifar, "MAX_MEMBER_BYTES", 100)
     monkeypatch.setattr(cifar, "MAX_TOTAL_BYTES", 10**9)
     assert "over the 100 an official CIFAR file stays under" in error_of(
-        lambda: cifar.build(tmp_path / "out", source=archive)
+        lambda: cifar_builder.build(tmp_path / "out", source=archive)
     )
 
 
@@ -117,10 +117,10 @@ class Zeros:
 
 BOMB_BUILD = """
 import sys
-from pipeline.datasets import cifar
+from pipeline.datasets import cifar_builder
 from pipeline.errors import UserError
 try:
-    cifar.build(sys.argv[2], source=sys.argv[1])
+    cifar_builder.build(sys.argv[2], source=sys.argv[1])
 except UserError as error:
     print("refused:", error)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking process.

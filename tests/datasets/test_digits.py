@@ -5,7 +5,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 from pipeline.datasets import digits
-from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split, read_split_info
 from pipeline.errors import UserError
 
 

@@ -2,12 +2,9 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.datasets.hdf5_format import (
-    FORMAT_VERSION,
-    SplitWriter,
-    open_split,
-    read_split_info,
-)
+from pipeline.datasets.hdf5_format import FORMAT_VERSION
+from pipeline.datasets.hdf5_reader import open_split, read_split_info
+from pipeline.datasets.hdf5_writer import SplitWriter
 from pipeline.errors import UserError
 from tests.conftest import write_split_file
 

@@ -11,7 +11,9 @@ import rank_accuracy
 import show_augmentation
 import train
 from pipeline.config import CONFIG_DIR, DataConfig, load_config
-from pipeline.datasets.hdf5_format import SplitWriter, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import read_split_info
+from pipeline.datasets.hdf5_writer import SplitWriter
 from pipeline.datasets.identity import check_split_matches
 from pipeline.errors import UserError
 from tests.conftest import numbered_images, write_split_file

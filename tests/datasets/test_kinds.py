@@ -5,7 +5,8 @@ import types
 import pytest
 
 from pipeline.datasets import digits
-from pipeline.datasets.hdf5_format import open_split, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split, read_split_info
 from pipeline.datasets.kinds import KINDS, build_advice, guess_kind, kind_of
 from pipeline.datasets.registry import BUILDERS
 from pipeline.errors import UserError

@@ -15,7 +15,8 @@ import pytest
 
 import build_dataset
 from pipeline.datasets import tiny_imagenet
-from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import read_split_info
 from pipeline.errors import UserError
 from tests.datasets.solid_colour_images import (
     JPEG_TOLERANCE,

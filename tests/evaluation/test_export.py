@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.evaluation.export import TOLERANCES, ExportRequest, check_request
+from pipeline.evaluation.export import check_request
+from pipeline.evaluation.export_formats import TOLERANCES, ExportRequest
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }'
@@ -405,7 +406,7 @@ def test_a_failure_half_way_keeps_the_previous_export(tmp_path, fake_export, mon
 
 def test_a_storage_error_inside_tensorflow_is_one_line_naming_the_export(tmp_path):
     from pipeline.errors import describe_os_error
-    from pipeline.evaluation import export
+    from pipeline.evaluation import export_files
 
     output = tmp_path / "served"
     OpError = type("ResourceExhaustedError", (Exception,), {})
@@ -415,23 +416,32 @@ def test_a_storage_error_inside_tensorflow_is_one_line_naming_the_export(tmp_pat
         "No space left on device [Op:SaveV2]\nmore lines"
     )
     failure.error_code = 8
-    with pytest.raises(OSError) as raised, export._os_error_naming(output):
+    with pytest.raises(OSError) as raised, export_files.os_error_naming(output):
         raise failure
     assert describe_os_error(raised.value) == f"No space left on device: {output}"
-    with pytest.raises(OSError) as raised, export._os_error_naming(output):
+    with pytest.raises(OSError) as raised, export_files.os_error_naming(output):
         try:
             raise OSError(30, "Read-only file system")
         except OSError as cause:
             raise RuntimeError("could not save") from cause
     assert describe_os_error(raised.value) == f"Read-only file system: {output}"
-    with pytest.raises(ValueError), export._os_error_naming(output):
+    with pytest.raises(ValueError), export_files.os_error_naming(output):
         raise ValueError("a bug: its traceback stays")
 
 
 def test_a_folder_that_cannot_be_written_is_refused_first(tmp_path, monkeypatch):
-    from pipeline.evaluation import export
+    from pipeline.evaluation import export_output
 
-    monkeypatch.setattr(export.os, "access", lambda path, mode: False)  # read-only, as root
+    monkeypatch.setattr(export_output.os, "access", lambda path, mode: False)  # read-only, as root
     request = ExportRequest(format="onnx", output=tmp_path / "out" / "model.onnx")
     with pytest.raises(UserError, match=f"{tmp_path} is not writable"):
         check_request(request, "tensorflow")
+
+
+def test_the_guarded_repository_is_the_checkout_itself():
+    """--output may not replace the project's checkout or a folder above it: the path
+    guarded must be the repository root, wherever the module sits in the tree."""
+    from pipeline.evaluation.export_output import REPOSITORY
+
+    assert REPOSITORY == REPO
+    assert (REPOSITORY / "pyproject.toml").is_file()

@@ -12,14 +12,16 @@ from pipeline.runs.learning_rate import (
     RateChange,
     RateNeeded,
     continue_rate,
+    rate_at,
+    with_change,
+    with_changes_up_to,
+)
+from pipeline.runs.schedules import (
     cosine_with_warmup,
     multistep_decay,
     polynomial_decay,
-    rate_at,
     scheduled_rate,
     step_decay,
-    with_change,
-    with_changes_up_to,
 )
 
 BATCHES = 100  # batches per epoch
@@ -281,7 +283,7 @@ def test_a_change_records_only_valid_curve_settings():
 
 
 def test_a_recorded_change_beyond_its_epoch_is_one_line_naming_the_file():
-    from pipeline.runs.run_state import check_changes_inside_epochs
+    from pipeline.runs.start_config import check_changes_inside_epochs
 
     config = training(rate_changes=({"epoch": 1, "batch": 15, "rate": 0.01},))
     check_changes_inside_epochs(config, 16, "run/config.json")

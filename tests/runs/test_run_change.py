@@ -12,9 +12,11 @@ import pytest
 
 from pipeline.errors import UserError
 from pipeline.runs import run_change
+from pipeline.runs.checkpoint_files import point_latest
 from pipeline.runs.history import write_history
-from pipeline.runs.run_dir import latest_checkpoint, point_latest
-from pipeline.runs.run_state import StartRequest, apply_start, resolve_start
+from pipeline.runs.rewind import apply_start
+from pipeline.runs.run_reading import latest_checkpoint
+from pipeline.runs.run_state import StartRequest, resolve_start
 
 # What each kind of change asks for.
 REQUESTS = {"rewind": StartRequest(start_epoch=2), "overwrite": StartRequest(overwrite=True)}
@@ -213,7 +215,7 @@ def test_a_reader_leaves_a_change_to_the_training_run_that_holds_the_lock(tmp_pa
 def run_state_plan(run_dir):
     import datetime
 
-    from pipeline.runs.run_state import plan_rewind
+    from pipeline.runs.rewind import plan_rewind
 
     start = resolve_start(run_dir, StartRequest(start_epoch=2))
     return plan_rewind(run_dir, start, datetime.datetime(2026, 12, 7))

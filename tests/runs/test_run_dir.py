@@ -5,7 +5,9 @@ import json
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import latest_checkpoint, point_latest, write_json_atomically
+from pipeline.runs.checkpoint_files import point_latest
+from pipeline.runs.json_files import write_json_atomically
+from pipeline.runs.run_reading import latest_checkpoint
 from tests.runs.test_run_state import fake_checkpoint
 
 

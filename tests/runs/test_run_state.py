@@ -9,16 +9,17 @@ import pytest
 from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, TrainingConfig
 from pipeline.errors import UserError
+from pipeline.runs.checkpoint_files import point_latest, read_state
 from pipeline.runs.history import write_history
-from pipeline.runs.run_dir import latest_checkpoint, list_checkpoints, point_latest, read_state
-from pipeline.runs.run_state import (
-    StartRequest,
-    apply_start,
+from pipeline.runs.rewind import apply_start
+from pipeline.runs.run_dir import list_checkpoints
+from pipeline.runs.run_reading import latest_checkpoint
+from pipeline.runs.run_state import StartRequest, resolve_start
+from pipeline.runs.start_config import (
     check_epochs,
     config_differences,
     config_for_start,
     config_with_rate,
-    resolve_start,
 )
 
 NOW = datetime.datetime(2026, 12, 2, 17, 30, 0)
