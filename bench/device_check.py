@@ -47,8 +47,8 @@ from pipeline.framework import load_keras  # noqa: E402
 
 keras = load_keras()  # quietly: no framework start-up lines (PIPELINE_VERBOSE=1 shows them)
 
-from pipeline.datasets.hdf5_format import SplitWriter  # noqa: E402
-from pipeline.io import HDF5DatasetGenerator  # noqa: E402
+from pipeline.datasets.hdf5_writer import SplitWriter  # noqa: E402
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions  # noqa: E402
 from pipeline.models import resolve_jit_compile  # noqa: E402
 from pipeline.nn import ResNetSpec, build_preset, build_resnet  # noqa: E402
 from pipeline.training.distribute import set_precision  # noqa: E402
@@ -257,7 +257,9 @@ def write_split(path: Path, num_samples: int) -> Path:
 def loader_rate(split: Path, storage: str, workers: int, batch: int, sizes: Sizes) -> float:
     """Images/s of the loader serving fresh batches with `workers` threads (Keras'
     PyDataset workers are threads calling __getitem__)."""
-    generator = HDF5DatasetGenerator(split, batch, seed=0, augment=PAD_CROP_FLIP, storage=storage)
+    generator = HDF5DatasetGenerator(
+        split, LoaderOptions(batch_size=batch, seed=0, augment=PAD_CROP_FLIP, storage=storage)
+    )
     count = min(sizes.loader_batches, len(generator))
     generator[0]  # read the split (memory) or open the file before timing
     generator.set_epoch(1)
@@ -284,7 +286,14 @@ def measure_fit(results: Results, sizes: Sizes, budget: Budget, split: Path) -> 
         return
     workers = max(sizes.loader_workers)
     generator = HDF5DatasetGenerator(
-        split, sizes.fit_batch, seed=0, augment=PAD_CROP_FLIP, storage="memory", workers=workers
+        split,
+        LoaderOptions(
+            batch_size=sizes.fit_batch,
+            seed=0,
+            augment=PAD_CROP_FLIP,
+            storage="memory",
+            workers=workers,
+        ),
     )
     model = compiled_model(sizes.fit_model, "float32")
     model.fit(generator, epochs=1, verbose=0, steps_per_epoch=2)  # compile

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.hdf5_format import SplitWriter
+from pipeline.datasets.hdf5_writer import SplitWriter
 from pipeline.evaluation.rank_accuracy import predict_split
-from pipeline.io import HDF5DatasetGenerator
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions
 from pipeline.nn import build_preset
 
 REPEATS = 3
@@ -54,8 +54,10 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         # Stored at 36x36, so that single crop is the centre 32x32 and 10-crop has corners.
         path = write_split(Path(scratch) / "test.h5", args.samples, 36)
-        single = HDF5DatasetGenerator(path, args.batch_size, shuffle=False, image_size=32)
-        full = HDF5DatasetGenerator(path, args.batch_size, shuffle=False)
+        single = HDF5DatasetGenerator(
+            path, LoaderOptions(batch_size=args.batch_size, shuffle=False, image_size=32)
+        )
+        full = HDF5DatasetGenerator(path, LoaderOptions(batch_size=args.batch_size, shuffle=False))
         predict_split(model, single)  # build the prediction function once before timing
         one = best_seconds(lambda: predict_split(model, single))
         ten = best_seconds(lambda: predict_split(model, full, mode="ten_crop", crop_size=32))

@@ -35,8 +35,9 @@ from reference_generator import (  # noqa: E402
     tiny_imagenet_augmentation,
 )
 
-from pipeline.datasets.hdf5_format import SplitWriter, open_split  # noqa: E402
-from pipeline.io import HDF5DatasetGenerator  # noqa: E402
+from pipeline.datasets.hdf5_reader import open_split  # noqa: E402
+from pipeline.datasets.hdf5_writer import SplitWriter  # noqa: E402
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions  # noqa: E402
 
 REPEATS = 3
 # A fit epoch on digits takes about 2 s; more runs steady the 3% comparison.
@@ -89,7 +90,7 @@ def reference_rate(path, num_batches, augmentation) -> float:
 
 def loader_rate(path, num_batches=None, **options) -> float:
     """Images/s of a generator over `num_batches` batches of fresh epochs (None: whole epochs)."""
-    generator = HDF5DatasetGenerator(path, BATCH, seed=0, **options)
+    generator = HDF5DatasetGenerator(path, LoaderOptions(batch_size=BATCH, seed=0, **options))
     generator[0]  # load the split (memory) or the first blocks before timing
     num_batches = num_batches or len(generator)
     epoch = iter(range(1, 1000))
@@ -140,7 +141,9 @@ def fit_epoch_times(scratch: Path) -> tuple[float, float]:
     dataset_dir = scratch / "digits"
     digits.build(dataset_dir)
     config = load_config()
-    generator = HDF5DatasetGenerator(split_path(dataset_dir, "train"), 64, seed=0)
+    generator = HDF5DatasetGenerator(
+        split_path(dataset_dir, "train"), LoaderOptions(batch_size=64, seed=0)
+    )
     images = generator.storage.read(np.arange(generator.num_samples))
     labels = generator.labels()
     model = build_model_for_data(config.model, generator.info, generator.image_shape)

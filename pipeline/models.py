@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 
 from pipeline.config import ModelConfig
-from pipeline.datasets.hdf5_format import SplitInfo, read_mean_image
+from pipeline.datasets.hdf5_reader import SplitInfo, read_mean_image
 from pipeline.errors import UserError
 from pipeline.nn.resnet import build_resnet
 

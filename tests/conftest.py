@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from pipeline.datasets.hdf5_format import SplitWriter  # noqa: E402
+from pipeline.datasets.hdf5_writer import SplitWriter  # noqa: E402
 
 
 def write_split_file(

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from pipeline.datasets import digits
-from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import read_split_info
 
 REPO = Path(__file__).resolve().parent.parent
 

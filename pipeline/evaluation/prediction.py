@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.hdf5_format import read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import read_split_info
 from pipeline.datasets.image_folders import files_under
 from pipeline.datasets.images import (
     BadImage,
@@ -14,7 +15,7 @@ from pipeline.datasets.images import (
     resize_and_center_crop,
 )
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import read_state
+from pipeline.runs.checkpoint_files import read_state
 
 BATCH = 64
 

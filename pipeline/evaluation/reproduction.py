@@ -11,11 +11,12 @@ from pipeline.config import (
     config_from_dict,
     load_config,
 )
-from pipeline.datasets.hdf5_format import SplitInfo, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import SplitInfo, read_split_info
 from pipeline.datasets.identity import describe_contents, stated_differences
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import read_state
-from pipeline.runs.run_state import config_differences
+from pipeline.runs.checkpoint_files import read_state
+from pipeline.runs.start_config import config_differences
 
 # Settings of a machine or of one run, not of the recipe a result is expected from (the
 # spread of a result is over seeds; ctrl+c's --lr changes are shown on their own; the data

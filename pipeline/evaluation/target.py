@@ -14,7 +14,8 @@ from pipeline.datasets.hdf5_format import split_path
 from pipeline.datasets.identity import require_split
 from pipeline.datasets.kinds import KINDS, build_advice
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import latest_checkpoint, read_state
+from pipeline.runs.checkpoint_files import read_state
+from pipeline.runs.run_reading import latest_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

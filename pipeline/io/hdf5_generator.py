@@ -3,11 +3,13 @@
 import keras
 import numpy as np
 
-from pipeline.datasets.hdf5_format import read_split_info
+from pipeline.datasets.hdf5_reader import read_split_info
 from pipeline.datasets.images import decode_image, resize_and_center_crop
 from pipeline.errors import UserError
-from pipeline.io.augment import Augmenter, CenterCrop, build_augmenter
-from pipeline.io.epoch_order import WHOLE_SPLIT, EpochOrder, Shard
+from pipeline.io.augment import Augmenter, build_augmenter
+from pipeline.io.augment_operations import CenterCrop
+from pipeline.io.epoch_order import EpochOrder
+from pipeline.io.loader_options import LoaderOptions
 from pipeline.io.storage import open_storage
 
 # Tag that keeps augmentation's random stream apart from the ordering's (epoch_order).
@@ -15,66 +17,53 @@ _AUGMENT_STREAM = 1
 
 
 class HDF5DatasetGenerator(keras.utils.PyDataset):
-    """Serves every sample of a split (or of this worker's shard) once per epoch.
+    """Serves every sample of a split (or of this worker's shard) once per epoch, as
+    `options` (a LoaderOptions: batch size, shuffle, augmentation, storage, ...) say.
 
-    - Order: `pipeline.io.epoch_order.EpochOrder`. With `shuffle`, epoch e's order
-      is drawn from (seed, e): different every epoch, identical in every run and
-      after a resume. `on_epoch_end` moves on to the next epoch, so a plain
-      `model.fit(generator, epochs=N)` reshuffles; train.py also pins the epoch
-      Keras trains (`set_epoch`, via `pipeline.training.callbacks.LoaderEpochSync`).
+    - Order: `pipeline.io.epoch_order.EpochOrder`. `on_epoch_end` moves on to the
+      next epoch, so a plain `model.fit(generator, epochs=N)` reshuffles; train.py
+      also pins the epoch Keras trains (`set_epoch`, via
+      `pipeline.training.callbacks.LoaderEpochSync`).
     - Position: `set_epoch(e, start_batch=b)` serves the rest of epoch e from
       batch b on, exactly the batches an uninterrupted run would have served,
-      augmented identically (augmentation draws come from (seed, e, batch)).
-    - Storage: `memory` reads the split once; `disk` reads blocks of whole
-      chunks on demand and shuffles whole blocks, then samples within a window
-      of `shuffle_buffer` samples, so memory stays bounded; `auto` picks memory
-      when the images take at most a quarter of RAM.
-    - Sharding: `shard` (an epoch_order.Shard) gives this worker a disjoint part
-      of every epoch's order.
-    - `batch_multiple`: for data-parallel training on several devices, the last
-      batch is cut to a multiple of the device count (see EpochOrder).
+      augmented identically.
     - Batches: uint8 RGB images and int32 labels; normalisation is in the
-      model. JPEG-encoded splits are decoded here; `image_size` is the size
-      the model eats (JPEG images are scaled and centre-cropped to it unless
-      the augmentation does the sizing; larger raw images are centre-cropped).
+      model. JPEG-encoded splits are decoded here.
+    - The settings are also attributes (`batch_size`, `seed`, `shard`, `image_size`,
+      `shuffle`), and `options` holds them as given.
     """
 
-    def __init__(
-        self,
-        db_path,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        augment=None,
-        seed: int = 0,
-        image_size: int | None = None,
-        storage: str = "auto",
-        shuffle_buffer: int | None = None,
-        shard: Shard = WHOLE_SPLIT,
-        batch_multiple: int = 1,
-        **pydataset_options,
-    ) -> None:
-        super().__init__(**pydataset_options)
+    def __init__(self, db_path, options: LoaderOptions) -> None:
+        if not isinstance(options, LoaderOptions):
+            raise TypeError(
+                f"HDF5DatasetGenerator takes a LoaderOptions after the split's path, got "
+                f"{type(options).__name__} {options!r}: write "
+                f"HDF5DatasetGenerator(db_path, LoaderOptions(batch_size=...))"
+            )
+        super().__init__(workers=options.workers, use_multiprocessing=options.use_multiprocessing)
+        self.options = options
         self.info = read_split_info(db_path)
         if self.info.num_samples == 0:
             raise UserError(f"{db_path} holds no samples; rebuild the data set with --overwrite")
         self.db_path = db_path
-        self.seed = seed
-        self.shard = shard
-        self.batch_size = batch_size
-        self.image_size = _check_image_size(self.info, image_size, db_path)
-        self.augmenter = _augmenter_for(augment, self.info, self.image_size)
-        _check_crop(self.augmenter.crop_side, self.image_shape, self.info, image_size)
-        self.storage, disk_layout = open_storage(self.info, storage, shuffle_buffer, batch_size)
+        self.seed = options.seed
+        self.shard = options.shard
+        self.batch_size = options.batch_size
+        self.image_size = _check_image_size(self.info, options.image_size, db_path)
+        self.augmenter = _augmenter_for(options.augment, self.info, self.image_size)
+        _check_crop(self.augmenter.crop_side, self.image_shape, self.info, options.image_size)
+        self.storage, disk_layout = open_storage(
+            self.info, options.storage, options.shuffle_buffer, options.batch_size
+        )
         try:
             self.order = EpochOrder(
                 self.info.num_samples,
-                batch_size,
-                seed=seed,
-                shuffle=shuffle,
+                options.batch_size,
+                seed=options.seed,
+                shuffle=options.shuffle,
                 disk_layout=disk_layout,
-                shard=shard,
-                batch_multiple=batch_multiple,
+                shard=options.shard,
+                batch_multiple=options.batch_multiple,
             )
         except UserError as error:
             raise UserError(f"{db_path}: {error}") from None

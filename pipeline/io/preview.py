@@ -1,5 +1,6 @@
 """A PNG grid of augmented samples, so a user can see what the network sees."""
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -8,6 +9,7 @@ import numpy as np
 from pipeline.config import ExperimentConfig
 from pipeline.datasets.hdf5_format import split_path
 from pipeline.io.hdf5_generator import HDF5DatasetGenerator
+from pipeline.io.loader_options import LoaderOptions
 
 # Cells are enlarged to at least this many pixels (nearest neighbour), so 32x32 is visible.
 MIN_CELL_PIXELS = 96
@@ -26,9 +28,13 @@ def augmentation_grid(
     `versions` augmentations of it. Returns one RGB uint8 image."""
     data = config.data
     path = split_path(data.dataset_dir, data.train_split)
-    options = dict(image_size=data.image_size or None, storage=data.storage, shuffle=False)
-    plain = HDF5DatasetGenerator(path, 1, **options)
-    augmented = HDF5DatasetGenerator(path, 1, augment=data.augment, seed=seed, **options)
+    options = LoaderOptions(
+        batch_size=1, image_size=data.image_size or None, storage=data.storage, shuffle=False
+    )
+    plain = HDF5DatasetGenerator(path, options)
+    augmented = HDF5DatasetGenerator(
+        path, dataclasses.replace(options, augment=data.augment, seed=seed)
+    )
     augmented.storage = plain.storage  # one copy of the split in memory, not two
     picks = np.random.default_rng(seed).choice(plain.num_samples, samples, replace=False)
     rows = []

@@ -12,7 +12,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pipeline.datasets.hdf5_format import chunk_rows_for, open_split
+from pipeline.datasets.hdf5_format import chunk_rows_for
+from pipeline.datasets.hdf5_reader import open_split
 from pipeline.errors import UserError
 from pipeline.io.epoch_order import DiskLayout
 
@@ -109,7 +110,7 @@ class OutOfCoreStorage:
     def rows_per_block(image_shape) -> int:
         """Whole chunks adding up to about TARGET_BLOCK_BYTES."""
         if image_shape is None:
-            # JPEG rows: chunks of 256 encoded images (see hdf5_format).
+            # JPEG rows: chunks of 256 encoded images (see hdf5_writer).
             return 256 * 8
         chunk = chunk_rows_for(image_shape)
         return chunk * max(1, TARGET_BLOCK_BYTES // (chunk * int(np.prod(image_shape))))

@@ -1,12 +1,14 @@
 """The data a training process feeds: its train and validation generators."""
 
+import dataclasses
 from pathlib import Path
 
 from pipeline.config import ExperimentConfig
-from pipeline.datasets.hdf5_format import check_same_build, read_split_info, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import check_same_build, read_split_info
 from pipeline.datasets.identity import check_split_matches, require_split
 from pipeline.errors import UserError
-from pipeline.io import HDF5DatasetGenerator
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions
 from pipeline.io.epoch_order import Shard
 from pipeline.io.storage import STORAGE_MODES, fits_in_memory
 
@@ -27,13 +29,14 @@ def open_data(config: ExperimentConfig, distribution):
             f"training.batch_size {training.batch_size} must be a multiple of the {workers} workers"
         )
     batch_size = training.batch_size // workers
-    loading = dict(
+    loading = LoaderOptions(
+        batch_size=batch_size,
         image_size=data.image_size or None,
         storage=data.storage,
         shuffle_buffer=data.shuffle_buffer or None,
+        batch_multiple=distribution.batch_multiple,
         workers=data.workers,
     )
-    loading["batch_multiple"] = distribution.batch_multiple
     train_path = split_path(data.dataset_dir, data.train_split)
     train_storage = data.storage
     if workers > 1:
@@ -43,13 +46,15 @@ def open_data(config: ExperimentConfig, distribution):
     check_split_matches(data, read_split_info(require_split(data, train_path)))
     train_data = HDF5DatasetGenerator(
         train_path,
-        batch_size,
-        shuffle=True,
-        augment=data.augment,
-        seed=training.seed,
-        # Workers step together: every one must have the same number of batches.
-        shard=Shard(distribution.process_index, workers, equal=True),
-        **{**loading, "storage": train_storage},
+        dataclasses.replace(
+            loading,
+            shuffle=True,
+            augment=data.augment,
+            seed=training.seed,
+            storage=train_storage,
+            # Workers step together: every one must have the same number of batches.
+            shard=Shard(distribution.process_index, workers, equal=True),
+        ),
     )
     val_path = split_path(data.dataset_dir, data.val_split)
     val_data = None
@@ -59,8 +64,10 @@ def open_data(config: ExperimentConfig, distribution):
         val_info = read_split_info(val_path)
         check_split_matches(data, val_info)
         val_batch = min(batch_size, val_info.num_samples)
-        val_batch -= val_batch % loading["batch_multiple"]
-        val_data = HDF5DatasetGenerator(val_path, val_batch, shuffle=False, **loading)
+        val_batch -= val_batch % loading.batch_multiple
+        val_data = HDF5DatasetGenerator(
+            val_path, dataclasses.replace(loading, batch_size=val_batch, shuffle=False)
+        )
         check_same_build(train_data.info, val_data.info)
         _check_compatible(train_data, val_data)
     return train_data, val_data

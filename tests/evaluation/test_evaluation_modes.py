@@ -11,7 +11,7 @@ from pipeline.datasets.images import center_crop
 from pipeline.evaluation.crops import resize_shorter_sides, ten_crops
 from pipeline.evaluation.rank_accuracy import evaluate, fully_convolutional, predict_split
 from pipeline.evaluation.reports import most_confused_pairs, per_class_figures, plot_confusion
-from pipeline.io import HDF5DatasetGenerator
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions
 from tests.conftest import write_split_file
 
 NUM_CLASSES = 6
@@ -61,7 +61,7 @@ def position_split(tmp_path):
 
 def test_ten_crop_averages_the_scores_of_the_ten_views(position_split):
     model = scoring_model()
-    generator = HDF5DatasetGenerator(position_split, 5, shuffle=False)
+    generator = HDF5DatasetGenerator(position_split, LoaderOptions(batch_size=5, shuffle=False))
     scores = predict_split(model, generator, mode="ten_crop", crop_size=6)
     images = generator.storage.read(np.arange(23))
     views = ten_crops(images, 6)
@@ -71,7 +71,7 @@ def test_ten_crop_averages_the_scores_of_the_ten_views(position_split):
 
 def test_multi_scale_averages_the_scores_over_scales(position_split):
     model = scoring_model()
-    generator = HDF5DatasetGenerator(position_split, 7, shuffle=False)
+    generator = HDF5DatasetGenerator(position_split, LoaderOptions(batch_size=7, shuffle=False))
     scores = predict_split(model, generator, mode="multi_scale", scales=(8, 12))
     images = generator.storage.read(np.arange(23))
     whole = fully_convolutional(model)
@@ -144,7 +144,8 @@ def test_centre_mode_crops_stored_images_to_a_smaller_model_input(tmp_path, posi
     model = scoring_model()
     model.save(model_path)
     report = evaluate(model_path, position_split, batch_size=8)
-    images = HDF5DatasetGenerator(position_split, 23, shuffle=False).storage.read(np.arange(23))
+    unshuffled = LoaderOptions(batch_size=23, shuffle=False)
+    images = HDF5DatasetGenerator(position_split, unshuffled).storage.read(np.arange(23))
     expected = np.asarray(model(images[:, 1:7, 2:8])).argmax(axis=1)
     assert report["num_samples"] == 23
     np.testing.assert_array_equal(report["predictions"], expected)

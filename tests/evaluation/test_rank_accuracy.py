@@ -118,7 +118,7 @@ def test_a_damaged_model_file_is_a_user_error(tmp_path, planted_split):
 
 
 def test_rank5_is_not_reported_for_five_classes_or_fewer(tmp_path):
-    from pipeline.datasets.hdf5_format import read_split_info
+    from pipeline.datasets.hdf5_reader import read_split_info
     from pipeline.evaluation.rank_accuracy import build_report, format_report
 
     path = write_split_file(

@@ -9,7 +9,7 @@ import rank_accuracy
 from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.evaluation.target import evaluation_target
-from pipeline.runs.run_dir import point_latest, save_checkpoint
+from pipeline.runs.checkpoint_files import point_latest, save_checkpoint
 from tests.conftest import write_split_file
 
 TINY = 'model.spec={ block = "bottleneck", stages = [1], filters = [8, 8] }'
@@ -29,7 +29,7 @@ def checkpoint_on_digits(tmp_path, digits_dir):
     """An (untrained) checkpoint whose state says it was trained on the digits, data set A."""
     import keras
 
-    from pipeline.datasets.hdf5_format import read_split_info
+    from pipeline.datasets.hdf5_reader import read_split_info
     from pipeline.models import build_model_for_data
 
     config = load_config(None, [f"data.dataset_dir={digits_dir}", TINY])

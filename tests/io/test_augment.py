@@ -6,9 +6,8 @@ import pytest
 
 from pipeline.datasets.images import center_crop
 from pipeline.errors import UserError
-from pipeline.io.augment import (
-    AUGMENTATIONS,
-    Augmenter,
+from pipeline.io.augment import AUGMENTATIONS, Augmenter, build_augmenter
+from pipeline.io.augment_operations import (
     BrightnessContrast,
     CenterCrop,
     Equalize,
@@ -18,7 +17,6 @@ from pipeline.io.augment import (
     RandomAffine,
     RandomCrop,
     ScaleCrop,
-    build_augmenter,
 )
 
 # Pixel (y, x) of a position image holds R = y * STEP, G = x * STEP, B = 255.

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from pipeline.datasets import hdf5_format
-from pipeline.datasets.hdf5_format import SplitWriter
+from pipeline.datasets.hdf5_writer import SplitWriter
 from pipeline.datasets.images import encode_jpeg
 from pipeline.errors import UserError
 from pipeline.io import storage
 from pipeline.io.epoch_order import Shard, windowed_block_order
 from pipeline.io.hdf5_generator import HDF5DatasetGenerator
+from pipeline.io.loader_options import LoaderOptions
 from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage, stored_image_bytes
 from tests.conftest import numbered_images, write_split_file
 
@@ -91,7 +92,9 @@ def make_generator(path, storage_mode, **options):
     if storage_mode == "disk":
         options.setdefault("shuffle_buffer", SHUFFLE_BUFFER)
     batch_size = options.pop("batch_size", BATCH_SIZE)
-    return HDF5DatasetGenerator(path, batch_size, storage=storage_mode, **options)
+    return HDF5DatasetGenerator(
+        path, LoaderOptions(batch_size=batch_size, storage=storage_mode, **options)
+    )
 
 
 def test_the_fixture_has_many_blocks_in_disk_mode(split_path):
@@ -425,8 +428,8 @@ def test_augmentation_repeats_for_the_same_seed_and_not_for_another(
 class RecordingGenerator(HDF5DatasetGenerator):
     """Leaves a file named after the process and thread that loaded each batch."""
 
-    def __init__(self, *args, record_dir, **options) -> None:
-        super().__init__(*args, **options)
+    def __init__(self, db_path, options, *, record_dir) -> None:
+        super().__init__(db_path, options)
         self.record_dir = record_dir
 
     def __getitem__(self, index):
@@ -453,13 +456,15 @@ def test_keras_fit_with_two_workers(split_path, tmp_path, use_multiprocessing):
     record_dir.mkdir()
     generator = RecordingGenerator(
         split_path,
-        64,
-        storage="disk",
-        shuffle_buffer=SHUFFLE_BUFFER,
-        augment=[{"name": "flip"}],
+        LoaderOptions(
+            batch_size=64,
+            storage="disk",
+            shuffle_buffer=SHUFFLE_BUFFER,
+            augment=[{"name": "flip"}],
+            workers=2,
+            use_multiprocessing=use_multiprocessing,
+        ),
         record_dir=record_dir,
-        workers=2,
-        use_multiprocessing=use_multiprocessing,
     )
     inputs = keras.Input((4, 4, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -521,11 +526,13 @@ def test_jpeg_split_with_scale_augmentation_gives_batches_of_image_size(tmp_path
         writer.finish((0, 0, 0), (1, 1, 1))
     generator = HDF5DatasetGenerator(
         path,
-        4,
-        storage=storage_mode,
-        image_size=16,
-        seed=1,
-        augment=[{"name": "scale", "min_side": 20, "max_side": 28, "size": 16}],
+        LoaderOptions(
+            batch_size=4,
+            storage=storage_mode,
+            image_size=16,
+            seed=1,
+            augment=[{"name": "scale", "min_side": 20, "max_side": 28, "size": 16}],
+        ),
     )
     assert generator.image_shape == (16, 16, 3)
     batches = all_batches(generator)
@@ -560,7 +567,9 @@ def test_raw_images_larger_than_image_size_are_centre_cropped(tmp_path, height, 
     path, stored = position_split(tmp_path, height, width)
     top, left = (height - 8) // 2, (width - 8) // 2
     for augment in (None, [{"name": "flip", "probability": 1.0}]):
-        generator = HDF5DatasetGenerator(path, 6, shuffle=False, image_size=8, augment=augment)
+        generator = HDF5DatasetGenerator(
+            path, LoaderOptions(batch_size=6, shuffle=False, image_size=8, augment=augment)
+        )
         assert generator.image_shape == (8, 8, 3)
         images, _ = generator[0]
         assert images.shape == (6, 8, 8, 3)
@@ -571,7 +580,10 @@ def test_raw_images_larger_than_image_size_are_centre_cropped(tmp_path, height, 
 def test_an_augmentation_that_crops_to_image_size_is_not_centre_cropped_again(tmp_path):
     path, stored = position_split(tmp_path, 12, 12, count=40)
     generator = HDF5DatasetGenerator(
-        path, 40, shuffle=False, image_size=8, augment=[{"name": "random_crop", "size": 8}]
+        path,
+        LoaderOptions(
+            batch_size=40, shuffle=False, image_size=8, augment=[{"name": "random_crop", "size": 8}]
+        ),
     )
     images, _ = generator[0]
     assert images.shape == (40, 8, 8, 3)
@@ -585,7 +597,7 @@ def test_image_size_larger_than_the_stored_images_is_a_user_error(
 ):
     path, _ = position_split(tmp_path, height, width)
     with pytest.raises(UserError, match=f"data.image_size {image_size} is larger"):
-        HDF5DatasetGenerator(path, 2, image_size=image_size)
+        HDF5DatasetGenerator(path, LoaderOptions(batch_size=2, image_size=image_size))
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -608,7 +620,9 @@ def test_disk_batches_larger_than_the_shuffle_window_are_served_whole(tmp_path, 
     images = numbered_images(301)
     path = write_split_file(tmp_path / "train.h5", images, np.arange(301) % 7, list("abcdefg"))
     # Windows of one 16-row block; batches of 100 span up to eight windows.
-    generator = HDF5DatasetGenerator(path, 100, storage="disk", shuffle_buffer=16, seed=4)
+    generator = HDF5DatasetGenerator(
+        path, LoaderOptions(batch_size=100, storage="disk", shuffle_buffer=16, seed=4)
+    )
     served = np.concatenate([generator[index][0][:, 0, 0, 0] for index in range(len(generator))])
     assert sorted(served.tolist()) == sorted((np.arange(301) % 256).tolist())
 
@@ -616,8 +630,8 @@ def test_disk_batches_larger_than_the_shuffle_window_are_served_whole(tmp_path, 
 class ServedBatches(HDF5DatasetGenerator):
     """Records the samples of every batch it serves, by (epoch, batch)."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, db_path, options) -> None:
+        super().__init__(db_path, options)
         self.batches = {}
 
     def __getitem__(self, index):
@@ -630,7 +644,9 @@ class ServedBatches(HDF5DatasetGenerator):
 def test_plain_keras_fit_serves_new_batch_compositions_every_epoch(split_path, storage_mode):
     # The loader on its own, as Keras' PyDataset documentation teaches: no project callback.
     options = {"shuffle_buffer": SHUFFLE_BUFFER} if storage_mode == "disk" else {}
-    generator = ServedBatches(split_path, 64, storage=storage_mode, seed=3, **options)
+    generator = ServedBatches(
+        split_path, LoaderOptions(batch_size=64, storage=storage_mode, seed=3, **options)
+    )
     inputs = keras.Input((4, 4, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
     model = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, activation="softmax")(pooled))
@@ -653,10 +669,14 @@ def test_a_crop_smaller_than_the_served_images_is_a_one_line_error_naming_both(
 ):
     crop = [{"name": "random_crop", "size": 6}, {"name": "flip"}]
     with pytest.raises(UserError, match="a crop of 6 pixels, but the split serves 8x8 images"):
-        HDF5DatasetGenerator(larger_split_path, 10, augment=crop)
+        HDF5DatasetGenerator(larger_split_path, LoaderOptions(batch_size=10, augment=crop))
     # With data.image_size at the crop's size, train and validation batches agree.
-    train = HDF5DatasetGenerator(larger_split_path, 10, augment=crop, image_size=6)
-    val = HDF5DatasetGenerator(larger_split_path, 10, shuffle=False, image_size=6)
+    train = HDF5DatasetGenerator(
+        larger_split_path, LoaderOptions(batch_size=10, augment=crop, image_size=6)
+    )
+    val = HDF5DatasetGenerator(
+        larger_split_path, LoaderOptions(batch_size=10, shuffle=False, image_size=6)
+    )
     assert train[0][0].shape == val[0][0].shape == (10, 6, 6, 3)
     # JPEG-stored: decoded to data.image_size, so the crop must be made while decoding.
     path = tmp_path / "jpeg.h5"
@@ -664,6 +684,8 @@ def test_a_crop_smaller_than_the_served_images_is_a_one_line_error_naming_both(
         w.add([encode_jpeg(image) for image in numbered(12, size=10)], np.arange(12) % 2)
         w.finish((1.0, 1.0, 1.0), (1.0, 1.0, 1.0))
     with pytest.raises(UserError, match="JPEG images are decoded to data.image_size 8x8"):
-        HDF5DatasetGenerator(path, 4, augment=crop, image_size=8)
+        HDF5DatasetGenerator(path, LoaderOptions(batch_size=4, augment=crop, image_size=8))
     scale = [{"name": "scale", "min_side": 8, "max_side": 8, "size": 6}, {"name": "flip"}]
-    assert HDF5DatasetGenerator(path, 4, augment=scale, image_size=6)[0][0].shape == (4, 6, 6, 3)
+    assert HDF5DatasetGenerator(path, LoaderOptions(batch_size=4, augment=scale, image_size=6))[0][
+        0
+    ].shape == (4, 6, 6, 3)

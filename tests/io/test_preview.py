@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 
 import show_augmentation
-from pipeline.datasets.hdf5_format import open_split, split_path
+from pipeline.datasets.hdf5_format import split_path
+from pipeline.datasets.hdf5_reader import open_split
 from pipeline.io.preview import FONT, GAP_PIXELS, MIN_CELL_PIXELS, wrap_text
 
 

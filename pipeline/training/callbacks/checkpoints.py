@@ -12,16 +12,8 @@ from pathlib import Path
 import keras
 
 from pipeline.errors import UserError
-from pipeline.runs.run_dir import (
-    BEST,
-    INTERRUPT,
-    checkpoint_path,
-    list_checkpoints,
-    point_latest,
-    read_state,
-    save_checkpoint,
-    state_path,
-)
+from pipeline.runs.checkpoint_files import point_latest, read_state, save_checkpoint
+from pipeline.runs.run_dir import BEST, INTERRUPT, checkpoint_path, list_checkpoints, state_path
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

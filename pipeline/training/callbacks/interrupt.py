@@ -14,7 +14,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pipeline.runs.run_dir import INTERRUPT, point_latest, save_checkpoint
+from pipeline.runs.checkpoint_files import point_latest, save_checkpoint
+from pipeline.runs.run_dir import INTERRUPT
 
 
 def metric_states(model) -> list[list]:

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.runs.run_dir import latest_checkpoint, list_checkpoints, read_state
+from pipeline.runs.checkpoint_files import read_state
+from pipeline.runs.run_dir import list_checkpoints
+from pipeline.runs.run_reading import latest_checkpoint
 from pipeline.training.callbacks import EpochCheckpoint, TrainingMonitor, load_history
 
 
