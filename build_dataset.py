@@ -11,8 +11,9 @@
 import argparse
 import sys
 
+from pipeline.api import build_dataset
 from pipeline.datasets.build_summary import format_summary
-from pipeline.datasets.registry import BUILDERS, build_dataset
+from pipeline.datasets.registry import BUILDERS
 from pipeline.errors import OneLineArgumentParser, run_cli
 
 

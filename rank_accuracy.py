@@ -18,17 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.advice import Invocation
-from pipeline.cli import add_config_arguments, config_from_arguments
+from pipeline.api import evaluate
+from pipeline.cli import add_config_arguments
 from pipeline.errors import OneLineArgumentParser, UserError, run_cli
-from pipeline.evaluation.reproduction import (
-    compare_with_expected,
-    expected_for,
-    format_comparison,
-    recipe_changes,
-)
-from pipeline.evaluation.target import evaluation_target
-from pipeline.framework import check_backend, load_keras
+from pipeline.evaluation.reproduction import format_comparison
 
 
 def parse_scales(text: str) -> tuple[int, ...]:
@@ -59,45 +52,24 @@ def main(argv=None):
     parser.add_argument("--per-class", action="store_true", help="print the classification report")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    check_backend()  # an environment error first, before any file is looked at
-    config = config_from_arguments(args)
-    target = evaluation_target(
-        config,
+    report = evaluate(
+        args.config,
         model=args.model,
-        checkpoints=args.checkpoints,
+        run_dir=args.checkpoints,
         dataset=args.dataset,
         split=args.split,
-        # Without a checkpoint: the training command for the same --config and --set.
-        training=Invocation(config=args.config, overrides=tuple(args.overrides)),
-    )
-    for note in target.notes:
-        print(f"note: {note}")
-    load_keras()
-    from pipeline.evaluation.rank_accuracy import (
-        evaluate,
-        format_report,
-        write_confusion,
-        write_report,
-    )
-
-    report = evaluate(
-        target.model_path,
-        target.split_file,
-        batch_size=args.batch_size,
         mode=args.mode,
         scales=args.scales,
+        batch_size=args.batch_size,
+        overrides=args.overrides,
     )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    # Keras is loaded by now: the report's formatting lives beside the evaluation.
+    from pipeline.evaluation.rank_accuracy import format_report, write_confusion, write_report
+
     print(format_report(report))
-    expected, why_not = expected_for(
-        target.model_path, config, args.config is not None, target.split_file
-    )
-    if expected is not None:
-        # The run's preset states what it should reach: the measured figures beside it,
-        # or, for another data set or split, why not.
-        report["reproduction"] = compare_with_expected(report, expected, why_not)
-        preset, changes = recipe_changes(target.model_path)
-        if preset is not None:
-            report["reproduction"] |= {"preset": str(preset), "recipe_changes": changes}
+    if "reproduction" in report:
         print(format_comparison(report["reproduction"]))
     if args.per_class:
         print(report["classification_report_text"])

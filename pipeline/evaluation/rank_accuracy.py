@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.datasets.hdf5_format import read_split_info
+from pipeline.datasets.hdf5_reader import read_split_info
 from pipeline.errors import UserError
 from pipeline.evaluation.crops import NUM_TEN_CROPS, resize_shorter_sides, ten_crops
 from pipeline.evaluation.reports import (
@@ -16,10 +16,12 @@ from pipeline.evaluation.reports import (
     per_class_figures,
     plot_confusion,
 )
-from pipeline.io import HDF5DatasetGenerator
+from pipeline.io import HDF5DatasetGenerator, LoaderOptions
 from pipeline.models import check_model_matches_data, load_model
 from pipeline.nn.layers import SubtractMeanImage
-from pipeline.runs.run_dir import fingerprint, read_state, strict_json
+from pipeline.runs.checkpoint_files import read_state
+from pipeline.runs.json_files import strict_json
+from pipeline.runs.run_info import fingerprint
 
 MODES = ("center", "ten_crop", "multi_scale")
 # Report entries kept for pictures but not written to the JSON.
@@ -116,9 +118,11 @@ def evaluate(
         raise UserError(f"10-crop needs a model with a fixed input size; {model_path} takes any")
     generator = HDF5DatasetGenerator(
         split_file,
-        min(batch_size, info.num_samples),
-        shuffle=False,
-        image_size=serving_size(info, mode, crop_size, scales),
+        LoaderOptions(
+            batch_size=min(batch_size, info.num_samples),
+            shuffle=False,
+            image_size=serving_size(info, mode, crop_size, scales),
+        ),
     )
     # The other modes make their own views of the stored images.
     shape = generator.image_shape if mode == "center" else None

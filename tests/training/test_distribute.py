@@ -31,7 +31,7 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 from pipeline.training.distribute import setup_distribution
-from pipeline.training.engine import train
+from pipeline.training.start import train
 print("replicas", setup_distribution("mirrored").num_replicas)
 result = train(tiny_config(sys.argv[1], "training.distribute=mirrored"), run_dir=sys.argv[2])
 print("final_loss", result.history["loss"][-1])
@@ -43,7 +43,7 @@ PRECISIONS = (
     + """
 import keras
 from pipeline.models import load_model
-from pipeline.training.engine import train
+from pipeline.training.start import train
 for precision in ("mixed_float16", "mixed_bfloat16"):
     config = tiny_config(sys.argv[1], f"training.precision={precision}")
     result = train(config, run_dir=f"{sys.argv[2]}/{precision}")
@@ -97,7 +97,7 @@ JAX_DATA_PARALLEL = (
     + """
 import keras
 from pipeline.training.distribute import setup_distribution
-from pipeline.training.engine import train
+from pipeline.training.start import train
 assert keras.backend.backend() == "jax"
 result = train(tiny_config(sys.argv[1], "training.distribute=auto"), run_dir=sys.argv[2])
 print("devices", len(keras.distribution.distribution().device_mesh.devices.ravel()))
@@ -133,7 +133,7 @@ MULTIWORKER = (
 import json, os, signal
 import keras
 from pipeline.models import load_model
-from pipeline.training.engine import train
+from pipeline.training.start import train
 worker = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 config = tiny_config(
     sys.argv[1], "training.distribute=multiworker", "training.epochs=2",
@@ -314,7 +314,7 @@ def test_multiworker_on_tensorflow_is_refused_before_the_run_directory_is_touche
 ):
     from pipeline.config import load_config
     from pipeline.errors import UserError
-    from pipeline.training.engine import train
+    from pipeline.training.start import train
 
     tf_config = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
@@ -327,7 +327,7 @@ def test_multiworker_on_tensorflow_is_refused_before_the_run_directory_is_touche
 
 
 def test_a_resumed_worker_reads_its_own_copy_of_the_config(tmp_path, monkeypatch):
-    from pipeline.cli import _saved_config
+    from pipeline.training.run_config import _saved_config
 
     (tmp_path / "worker_1").mkdir()
     (tmp_path / "worker_1" / "config.json").write_text("{}")
@@ -361,7 +361,7 @@ def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
     from pipeline.config import load_config
     from pipeline.io.epoch_order import Shard
     from pipeline.io.storage import InMemoryStorage, OutOfCoreStorage
-    from pipeline.training.engine import open_data
+    from pipeline.training.data import open_data
 
     config = load_config(None, [f"data.dataset_dir={digits_dir}", "training.batch_size=64"])
     distribution = two_worker_distribution(1, any_process=lambda flag: some_worker_lacks_memory)
@@ -376,7 +376,8 @@ def test_workers_agree_on_the_storage_mode_that_decides_the_epoch_order(
 
 def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
     from pipeline.errors import UserError
-    from pipeline.runs.run_state import StartPoint, check_workers_agree
+    from pipeline.runs.run_state import StartPoint
+    from pipeline.runs.start_config import check_workers_agree
 
     compared = []
 
@@ -404,7 +405,7 @@ def test_workers_must_resume_from_the_same_point_with_the_same_count(tmp_path):
 def test_workers_with_different_storage_settings_are_refused(digits_dir):
     from pipeline.config import load_config
     from pipeline.errors import UserError
-    from pipeline.training.engine import open_data
+    from pipeline.training.data import open_data
 
     config = load_config(None, [f"data.dataset_dir={digits_dir}", "data.storage=disk"])
     distribution = two_worker_distribution(
@@ -415,7 +416,7 @@ def test_workers_with_different_storage_settings_are_refused(digits_dir):
 
 
 def test_a_foreign_tf_config_does_not_break_a_single_machine_resume(tmp_path, monkeypatch):
-    from pipeline.cli import _saved_config
+    from pipeline.training.run_config import _saved_config
 
     (tmp_path / "config.json").write_text("{}")
     foreign = {"cluster": {"workerpool0": ["a:1"]}, "task": {"type": "workerpool0", "index": 0}}

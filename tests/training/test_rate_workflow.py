@@ -36,7 +36,7 @@ WORKFLOW = """
 import json, os, signal, sys
 import keras
 from pipeline.config import load_config
-from pipeline.training.engine import train
+from pipeline.training.start import train
 
 digits, scratch, schedules = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 FIRST_STOP, SECOND_STOP, NEW_RATE = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])

@@ -21,7 +21,7 @@ import os, signal, sys
 import keras, numpy as np
 from pipeline.config import load_config
 from pipeline.models import load_model
-from pipeline.training.engine import train
+from pipeline.training.start import train
 
 digits, scratch = sys.argv[1], sys.argv[2]
 config = load_config(None, [
@@ -208,7 +208,7 @@ SECOND_CTRL_C = """
 import os, signal, sys
 import keras
 from pipeline.config import load_config
-from pipeline.training.engine import train
+from pipeline.training.start import train
 
 class TwiceCtrlC(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):

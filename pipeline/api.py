@@ -1,0 +1,166 @@
+"""The pipeline from Python: build a data set, train (with your own Keras callbacks),
+evaluate. The scripts (build_dataset.py, train.py, train_decay.py, rank_accuracy.py)
+are thin wrappers over these functions, so a call behaves as the command does: the
+same run directory, the same ctrl+c and resume, the same one-line refusals (raised
+as pipeline.errors.UserError).
+
+    import pipeline
+    pipeline.build_dataset("digits")
+    result = pipeline.train("config/digits.toml", "output/run", callbacks=[my_callback])
+    report = pipeline.evaluate(run_dir="output/run")
+
+Importing this module loads no framework: Keras loads when training or evaluation
+begins, after what the run directory and the config decide has been checked.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.advice import Invocation
+from pipeline.config import ExperimentConfig, config_from_values, load_config
+from pipeline.framework import check_backend, load_keras
+from pipeline.training.run_config import config_for_invocation, run_dir_of, with_schedule
+from pipeline.training.start import TrainingResult
+from pipeline.training.start import train as train_from_config
+
+__all__ = ["TrainingResult", "build_dataset", "evaluate", "load_config", "train"]
+
+
+def build_dataset(name: str, *, output=None, seed: int = 0, overwrite=False, **options) -> dict:
+    """Build data set `name` (digits, cifar10, cifar100, tiny_imagenet, caltech256,
+    folder) into `output` (default output/datasets/<name>), as build_dataset.py does;
+    `options` are its options (source, val_labels, ...). Returns the build's summary."""
+    # The builders (scikit-learn, OpenCV) load here, not with the API: a refused
+    # training command answers without them.
+    from pipeline.datasets.registry import build_dataset as build
+
+    return build(name, output=output, seed=seed, overwrite=overwrite, **options)
+
+
+def train(
+    config: ExperimentConfig | str | Path | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    callbacks: Sequence = (),
+    resume: bool = False,
+    start_epoch: int | None = None,
+    model: str | Path | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    overwrite: bool = False,
+    script: str = "train.py",
+    schedule: str | None = None,
+) -> TrainingResult:
+    """Train, or resume, a run in `run_dir`, as train.py does; returns how it ended.
+
+    `config`: a loaded ExperimentConfig, a preset file, or None (the default preset; a
+    resumed run continues with its own config.json). `overrides` are --set values
+    ("training.batch_size=64"), `epochs` is --epochs, `lr` is --lr, and `resume`,
+    `start_epoch`, `model` and `overwrite` are the options of the same names.
+    `callbacks` are Keras callbacks added to the fit: they see Keras' epoch numbers
+    (0-based, continued across a resume), once per epoch also when a ctrl+c cut an
+    epoch in two. The result says how the run `ended` ("finished", "interrupted",
+    "diverged"), with its `final_checkpoint` and `history`.
+    `script` and `schedule` are the command a refusal advises (train_decay.py always
+    trains with polynomial decay).
+    """
+    invocation = Invocation(
+        script=script,
+        checkpoints=str(run_dir) if run_dir is not None else None,
+        config=None if isinstance(config, ExperimentConfig | None) else str(config),
+        overrides=tuple(overrides),
+        resume=resume,
+        start_epoch=start_epoch,
+        model=None if model is None else str(model),
+        epochs=epochs,
+        lr=lr,
+        overwrite=overwrite,
+    )
+    if isinstance(config, ExperimentConfig):
+        chosen, source = _given_config(config, invocation), "the config given"
+        if schedule:
+            chosen = with_schedule(chosen, schedule, invocation, chosen=True)
+        invocation = dataclasses.replace(invocation, checkpoints=str(run_dir or config.checkpoints))
+    else:
+        # Advice names the run directory even where the config chose it.
+        invocation = dataclasses.replace(invocation, checkpoints=str(run_dir_of(invocation)))
+        chosen, source = config_for_invocation(invocation, schedule)
+    return train_from_config(
+        chosen,
+        run_dir=Path(invocation.checkpoints),
+        model_path=invocation.model,
+        start_epoch=start_epoch,
+        resume=resume,
+        learning_rate=lr,
+        overwrite=overwrite,
+        callbacks=tuple(callbacks),
+        invocation=invocation,
+        config_source=source,
+        config_given=True if isinstance(config, ExperimentConfig) else None,
+    )
+
+
+def _given_config(config: ExperimentConfig, invocation: Invocation) -> ExperimentConfig:
+    """A loaded config with the call's overrides and epochs applied, checked as a
+    preset file is."""
+    extra = [f"training.epochs={invocation.epochs}"] if invocation.epochs is not None else []
+    overrides = [*invocation.overrides, *extra]
+    if not overrides:
+        return config
+    return config_from_values(config.to_dict(), overrides, source="the config given")
+
+
+def evaluate(
+    config: ExperimentConfig | str | Path | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    model: str | Path | None = None,
+    dataset: str | Path | None = None,
+    split: str | None = None,
+    mode: str = "center",
+    scales: Sequence[int] = (),
+    batch_size: int = 256,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Rank-1/rank-5 of a checkpoint over every sample of a split, as rank_accuracy.py
+    computes them: `model` names the checkpoint, else the latest of `run_dir` (else of
+    the config's run directory); the split is the test split of the data the model was
+    trained on, unless `dataset`/`split` name another. Returns the report: `rank1`,
+    `rank5`, `per_class`, the fingerprints, `notes` on the choices made, and
+    `reproduction` (measured against the preset's [expected] figures) where the preset
+    states them."""
+    from pipeline.evaluation.reproduction import compare_with_expected, expected_for, recipe_changes
+    from pipeline.evaluation.target import evaluation_target
+
+    check_backend()  # an environment error first, before any file is looked at
+    config_path = None if isinstance(config, ExperimentConfig | None) else str(config)
+    loaded = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    target = evaluation_target(
+        loaded,
+        model=model,
+        checkpoints=run_dir,
+        dataset=dataset,
+        split=split,
+        # Without a checkpoint: the training command for the same --config and --set.
+        training=Invocation(config=config_path, overrides=tuple(overrides)),
+    )
+    load_keras()
+    from pipeline.evaluation.rank_accuracy import evaluate as evaluate_split
+
+    report = evaluate_split(
+        target.model_path, target.split_file, batch_size=batch_size, mode=mode, scales=scales
+    )
+    report["notes"] = list(target.notes)
+    expected, why_not = expected_for(
+        target.model_path, loaded, config is not None, target.split_file
+    )
+    if expected is not None:
+        # The run's preset states what it should reach: the measured figures beside it,
+        # or, for another data set or split, why not.
+        report["reproduction"] = compare_with_expected(report, expected, why_not)
+        preset, changes = recipe_changes(target.model_path)
+        if preset is not None:
+            report["reproduction"] |= {"preset": str(preset), "recipe_changes": changes}
+    return report
