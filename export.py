@@ -77,11 +77,13 @@ def main(argv=None):
     from pipeline.datasets.hdf5_reader import read_split_info
     from pipeline.evaluation.export import export_and_check, sample_images
     from pipeline.evaluation.rank_accuracy import check_class_names
-    from pipeline.models import load_model
+    from pipeline.models import in_float32, load_model
 
     info = read_split_info(target.split_file)
     check_class_names(target.model_path, info)
-    model = load_model(target.model_path)
+    # Converters and serving runtimes run float32: a model trained in bfloat16 is exported
+    # computing in float32, from the same (float32) weights.
+    model = in_float32(load_model(target.model_path))
     images = sample_images(model, target.split_file, request.samples)
     card = {
         "format": request.format,

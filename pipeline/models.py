@@ -88,3 +88,34 @@ def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, im
             f"model {model_path} takes images of shape {expected} but {info.path} gives "
             f"{tuple(image_shape)} (data.image_size sets the size images are cropped to)"
         )
+
+
+def in_float32(model: keras.Model) -> keras.Model:
+    """The model computing in float32. A mixed-precision model (trained in bfloat16 or
+    float16) keeps float32 weights but computes in the half type, which converters
+    (TFLite, ONNX) and serving runtimes without half kernels cannot run: its layers are
+    rebuilt with the float32 policy and given the same weights. A float32 model is
+    returned as it is."""
+    config = model.get_config()
+    if not _float32_policies(config):
+        return model
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _float32_policies(value) -> bool:
+    """Set every mixed DTypePolicy in a model config to float32; True if any was."""
+    changed = False
+    if isinstance(value, dict):
+        if value.get("class_name") == "DTypePolicy":
+            name = value.get("config", {}).get("name", "")
+            if name.startswith("mixed_"):
+                value["config"]["name"] = "float32"
+                return True
+        for item in value.values():
+            changed |= _float32_policies(item)
+    elif isinstance(value, list):
+        for item in value:
+            changed |= _float32_policies(item)
+    return changed

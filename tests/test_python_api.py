@@ -2,6 +2,7 @@
 refusals that answer before the framework loads."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -73,8 +74,14 @@ def test_the_readme_example_numbers_each_epoch_once_across_ctrl_c_and_resume(tmp
     assert all(0 <= float(row[2]) <= 1 for row in rows)
     assert "finished: " in second.stdout
     assert re.search(r"test rank-1 \d+\.\d\d%, rank-5 \d+\.\d\d%", second.stdout)
-    log = (tmp_path / "output" / "python_run" / "train.log").read_text()
+    run_dir = tmp_path / "output" / "python_run"
+    log = (run_dir / "train.log").read_text()
     assert "resuming from" in log
+    # "auto" was resolved once, recorded, and the resume trained in the same precision.
+    info = json.loads((run_dir / "run_info.json").read_text())
+    chosen = json.loads((run_dir / "config.json").read_text())["training"]["precision"]
+    assert chosen in ("float32", "mixed_bfloat16") and info["precision"]["chosen"] == chosen
+    assert log.count(f"precision: {chosen} (") == 2
 
 
 def _refusal_without_keras(tmp_path, argv) -> subprocess.CompletedProcess:

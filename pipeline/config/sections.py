@@ -15,7 +15,7 @@ from pipeline.datasets.kinds import KINDS
 from pipeline.nn.presets import spec_for
 
 SCHEDULES = ("constant", "step", "multistep", "polynomial", "cosine", "plateau")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("none", "auto", "mirrored", "multiworker")
 
 
@@ -129,8 +129,10 @@ class TrainingConfig:
     # Also keep best.keras, the checkpoint with the best value of this metric ("" : off).
     best_metric: str = ""
     tensorboard: bool = False
-    # "float32", "mixed_float16" or "mixed_bfloat16".
-    precision: str = "float32"
+    # "auto" (mixed_bfloat16 where the hardware runs bfloat16 natively, else float32:
+    # pipeline/training/precision.py), "float32", "mixed_float16" (with loss scaling) or
+    # "mixed_bfloat16". A run records the precision it chose and resumes in it.
+    precision: str = "auto"
     # "auto": compiled with XLA on JAX (Keras' JAX path without it runs op by op), a plain
     # graph on TensorFlow; true: XLA on TensorFlow too; false: JAX op by op (debugging).
     jit_compile: bool | str = "auto"

@@ -15,8 +15,9 @@ from pipeline.runs.run_dir import CONFIG_FILE, RUN_INFO_FILE
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "h5py", "opencv-python-headless")
 
 
-def write_run_info(run_dir, config_dict: dict, data_files) -> Path:
-    """config.json, and run_info.json: package versions, git commit, data fingerprints."""
+def write_run_info(run_dir, config_dict: dict, data_files, precision_why: str = "") -> Path:
+    """config.json, and run_info.json: package versions, git commit, data fingerprints,
+    and why the run trains in its precision (`precision_why`)."""
     run_dir = Path(run_dir)
     write_json_atomically(run_dir / CONFIG_FILE, config_dict)
     info = {
@@ -26,6 +27,7 @@ def write_run_info(run_dir, config_dict: dict, data_files) -> Path:
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "git_commit": _git_commit(),
         "data": {str(path): fingerprint(path) for path in data_files},
+        "precision": {"chosen": config_dict["training"]["precision"], "why": precision_why},
     }
     write_json_atomically(run_dir / RUN_INFO_FILE, info)
     return run_dir / RUN_INFO_FILE

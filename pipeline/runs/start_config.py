@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.advice import Invocation
+from pipeline.config import PRECISIONS
 from pipeline.errors import UserError
 from pipeline.runs.checkpoint_files import read_state
 from pipeline.runs.json_files import read_json
@@ -147,6 +148,7 @@ def config_for_start(config, run_dir: Path, start: StartPoint, config_given: boo
         if config_given and training.rate_changes and tuple(training.rate_changes) != kept:
             notes.append("training.rate_changes of the config given are replaced by the run's")
         training = dataclasses.replace(training, rate_changes=kept)
+        training = _with_recorded_precision(training, recorded, notes)
     training = with_changes_up_to(training, start.position)
     epoch_in_name = read_state(start.checkpoint).get("epoch")
     if start.rewind and epoch_in_name not in (None, start.epoch):
@@ -155,6 +157,16 @@ def config_for_start(config, run_dir: Path, start: StartPoint, config_given: boo
             f"as after epoch {start.epoch}"
         )
     return dataclasses.replace(config, training=training), notes
+
+
+def _with_recorded_precision(training, recorded: dict, notes: list):
+    """A run resumes in the precision it trained in: "auto" (a preset given again) keeps
+    the recorded one, which another machine might not choose."""
+    own = recorded.get("precision")
+    if training.precision != "auto" or own not in PRECISIONS or own == "auto":
+        return training
+    notes.append(f"training.precision 'auto' keeps the run's own, {own}")
+    return dataclasses.replace(training, precision=own)
 
 
 def config_with_rate(config, run_dir: Path, start: StartPoint, learning_rate, batches_per_epoch,

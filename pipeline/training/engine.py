@@ -35,6 +35,7 @@ from pipeline.training.distribute import (
     setup_distribution,
 )
 from pipeline.training.fit_setup import FitSetup, build_callbacks
+from pipeline.training.precision import resolve_precision
 from pipeline.training.start import PreparedStart, TrainingResult
 from pipeline.training.start_log import log, record_start
 
@@ -47,7 +48,11 @@ def fit_prepared(prepared: PreparedStart, learning_rate, callbacks: tuple) -> Tr
     invocation = prepared.invocation
     distribution = setup_distribution(config.training.distribute)
     check_workers_agree(start, distribution, config.training.batch_size, run_dir)
-    set_precision(config.training.precision)
+    precision, precision_why = resolve_precision(config.training.precision)
+    config = dataclasses.replace(
+        config, training=dataclasses.replace(config.training, precision=precision)
+    )
+    set_precision(precision)
     seed_everything(config.training.seed, config.training.deterministic)
     train_data, val_data = open_data(config, distribution)
     batches = train_data.batches_per_epoch
@@ -59,7 +64,7 @@ def fit_prepared(prepared: PreparedStart, learning_rate, callbacks: tuple) -> Tr
     setup = FitSetup(
         model, config, run_dir, start, train_data, val_data, distribution, callbacks, invocation
     )
-    record_start(setup, prepared.notes, change, learning_rate)
+    record_start(setup, prepared.notes, change, learning_rate, precision_why)
     return dataclasses.replace(_fit(setup), config=config)
 
 

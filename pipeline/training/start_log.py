@@ -23,15 +23,16 @@ from pipeline.runs.start_config import config_differences
 from pipeline.training.fit_setup import FitSetup
 
 
-def record_start(setup: FitSetup, notes, change, learning_rate) -> None:
+def record_start(setup: FitSetup, notes, change, learning_rate, precision_why: str) -> None:
     """Make the run directory match the start, rewrite config.json (what the run does
     now) and say in train.log what changed: `change` is the rate change made at the
-    start (by --lr when `learning_rate` is given, else to keep the run's rate)."""
+    start (by --lr when `learning_rate` is given, else to keep the run's rate);
+    `precision_why` says why the run trains in its precision."""
     run_dir, start, config = setup.run_dir, setup.start, setup.config
     previous = _previous_config(run_dir / CONFIG_FILE) if not start.clear else None
     abandoned = apply_start(run_dir, start)
     data_files = [setup.train_data.db_path] + ([setup.val_data.db_path] if setup.val_data else [])
-    write_run_info(run_dir, config.to_dict(), data_files)
+    write_run_info(run_dir, config.to_dict(), data_files, precision_why)
     verb = "going back to" if start.rewind else "resuming from"
     where = f"{verb} {describe_start(start)}" if start.checkpoint else "starting from fresh weights"
     training = config.training
@@ -41,6 +42,7 @@ def record_start(setup: FitSetup, notes, change, learning_rate) -> None:
         f"{_first_rate(setup, training):g} for the next batch, {_last_epoch_rate(setup)} "
         f"({describe_rule(training)})",
     )
+    log(run_dir, f"precision: {training.precision} ({precision_why})")
     if setup.val_data is None:
         val_path = split_path(config.data.dataset_dir, config.data.val_split)
         log(run_dir, f"no validation split ({val_path} does not exist): training without one")
