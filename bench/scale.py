@@ -1,0 +1,231 @@
+"""Data larger than memory: the loader out of core, and the builder at growing sizes.
+
+    .venv/bin/python bench/scale.py [--gigabytes G] [--batches N] [--tree-sizes 10000,50000,100000]
+        [--scratch DIR] [--keep]
+
+(a) Writes one split of random 64x64 images (uint8, as the builder writes them) of
+`--gigabytes` (default: this machine's memory and a quarter more, so the page cache
+cannot hold it), then, each in a process of its own with its peak RSS:
+  - a sequential read of the file, chunk after chunk (the disk's own pace);
+  - shuffled, augmented batches (random crop and flip) from HDF5DatasetGenerator
+    with storage = "disk": the first `--batches` batches of an epoch (default: the
+    whole epoch), images/s against the sequential read's. Goal: at least 50 %.
+(b) Builds image-folder trees of generated JPEGs (10 classes, 64x64, sizes from
+`--tree-sizes`) through build_dataset.py (--dataset folder), and reports seconds per
+image and the build's peak RSS for each. Goals: time per image constant within 10 %
+across the sizes, peak RSS flat.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
+
+import numpy as np  # noqa: E402
+
+IMAGE_SIDE = 64
+BATCH_SIZE = 128
+# Images written per call: 2048 x 12 KiB = 24 MiB, a bounded amount of memory.
+WRITE_BLOCK = 2048
+
+
+def memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_split(path: Path, gigabytes: float) -> int:
+    """A complete split of random images of `gigabytes`; returns its image count."""
+    from pipeline.datasets.hdf5_writer import SplitWriter
+
+    count = max(WRITE_BLOCK, int(gigabytes * 1024**3 / (IMAGE_SIDE * IMAGE_SIDE * 3)))
+    rng = np.random.default_rng(0)
+    shape = (IMAGE_SIDE, IMAGE_SIDE, 3)
+    names = [f"class_{index}" for index in range(10)]
+    with SplitWriter(path, image_shape=shape, class_names=names, split="train",
+                     source="bench/scale.py") as writer:  # fmt: skip
+        for first in range(0, count, WRITE_BLOCK):
+            rows = min(WRITE_BLOCK, count - first)
+            writer.add(
+                rng.integers(0, 256, (rows, *shape), dtype=np.uint8),
+                rng.integers(0, 10, rows),
+            )
+        writer.finish((127.5,) * 3, (73.9,) * 3)
+    return count
+
+
+def sequential_read(path: Path) -> tuple[float, float]:
+    """Images/s of reading the whole images dataset chunk after chunk, and peak RSS."""
+    import h5py
+
+    start, count = time.perf_counter(), 0
+    with h5py.File(path, "r") as handle:
+        images = handle["images"]
+        step = images.chunks[0] * 64
+        for first in range(0, images.shape[0], step):
+            count += len(images[first : first + step])
+    return count / (time.perf_counter() - start), peak_rss_mib()
+
+
+def shuffled_epoch(path: Path, batches: int | None) -> tuple[float, float, int]:
+    """Images/s of shuffled, augmented batches read from disk, peak RSS, batches served."""
+    from pipeline.io import HDF5DatasetGenerator, LoaderOptions
+
+    augment = [{"name": "random_crop", "size": 56}, {"name": "flip"}]
+    options = LoaderOptions(
+        batch_size=BATCH_SIZE, augment=augment, image_size=56, storage="disk", seed=0
+    )
+    generator = HDF5DatasetGenerator(path, options)
+    total = generator.batches_per_epoch if batches is None else min(batches, len(generator))
+    start, count = time.perf_counter(), 0
+    for index in range(total):
+        count += len(generator[index][0])
+    return count / (time.perf_counter() - start), peak_rss_mib(), total
+
+
+def write_tree(root: Path, count: int) -> None:
+    """`count` JPEGs of 64x64 in 10 class folders: smooth gradients with noise, so each
+    compresses as a photograph does, not as a flat colour."""
+    import cv2
+
+    rng = np.random.default_rng(count)
+    ramp = np.linspace(0, 255, IMAGE_SIDE, dtype=np.float32)
+    base = np.stack(np.meshgrid(ramp, ramp), axis=-1).mean(axis=-1)
+    for index in range(count):
+        folder = root / f"class_{index % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        noise = rng.normal(0, 20, (IMAGE_SIDE, IMAGE_SIDE, 3))
+        image = np.clip(base[..., None] * rng.random(3) + noise, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{index:06d}.jpg"), image)
+
+
+def build_tree(root: Path, output: Path) -> tuple[float, float]:
+    """Seconds per image of build_dataset.py on the tree, and the build's peak RSS."""
+    command = [
+        "/usr/bin/time", "-f", "%M", sys.executable, "build_dataset.py", "--dataset", "folder",
+        "--source", str(root), "--output", str(output), "--val-fraction", "0.1",
+        "--test-fraction", "0.1",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the build of {root} failed: {done.stderr.strip()}")
+    seconds = time.perf_counter() - start
+    peak_kib = int(done.stderr.strip().splitlines()[-1])
+    count = sum(1 for _ in root.rglob("*.jpg"))
+    return seconds / count, peak_kib / 1024
+
+
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so that a read starts from the disk
+    and not from what writing the file left in memory."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        return False
+    return True
+
+
+def in_child(function, *arguments):
+    """Run `function` in a process of its own, so each phase has its own peak RSS."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(function, arguments)
+
+
+def out_of_core(scratch: Path, gigabytes: float, batches: int | None, drop: bool) -> None:
+    path = scratch / "train.h5"
+    start = time.perf_counter()
+    count = in_child(write_split, path, gigabytes)
+    size = path.stat().st_size / 1024**3
+    print(
+        f"split: {count} images of {IMAGE_SIDE}x{IMAGE_SIDE}, {size:.2f} GiB on disk "
+        f"(memory {memory_bytes() / 1024**3:.1f} GiB), written in "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
+    dropped = drop and drop_page_cache()
+    print(
+        "page cache dropped before each read"
+        if dropped
+        else "page cache kept: a file larger than memory keeps most reads on disk",
+        flush=True,
+    )
+    sequential, sequential_rss = in_child(sequential_read, path)
+    if dropped:
+        drop_page_cache()
+    print(f"sequential read: {sequential:.0f} img/s, peak RSS {sequential_rss:.0f} MiB", flush=True)
+    shuffled, shuffled_rss, served = in_child(shuffled_epoch, path, batches)
+    print(
+        f"shuffled augmented epoch from disk ({served} batches of {BATCH_SIZE}): "
+        f"{shuffled:.0f} img/s, peak RSS {shuffled_rss:.0f} MiB; "
+        f"{shuffled / sequential:.0%} of the sequential read (goal: at least 50%)",
+        flush=True,
+    )
+    path.unlink()
+
+
+def trees(scratch: Path, sizes: list[int]) -> None:
+    rows = []
+    for size in sizes:
+        root, output = scratch / f"tree_{size}", scratch / f"built_{size}"
+        write_tree(root, size)
+        per_image, peak = build_tree(root, output)
+        rows.append((size, per_image, peak))
+        print(
+            f"folder build of {size} JPEGs: {per_image * 1000:.3f} ms/image, "
+            f"peak RSS {peak:.0f} MiB",
+            flush=True,
+        )
+        shutil.rmtree(root)
+        shutil.rmtree(output)
+    times = [per_image for _, per_image, _ in rows]
+    peaks = [peak for _, _, peak in rows]
+    print(
+        f"time per image: largest/smallest {max(times) / min(times):.2f} (goal: within 1.10); "
+        f"peak RSS largest/smallest {max(peaks) / min(peaks):.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_gigabytes = round(memory_bytes() * 1.25 / 1024**3, 1)
+    parser.add_argument("--gigabytes", type=float, default=default_gigabytes)
+    parser.add_argument("--batches", type=int, help="batches of the shuffled epoch timed")
+    parser.add_argument("--tree-sizes", default="10000,50000,100000")
+    parser.add_argument("--scratch", help="folder for the files (default: a temporary one)")
+    parser.add_argument("--skip-split", action="store_true")
+    parser.add_argument(
+        "--keep-page-cache", action="store_true", help="do not drop it before the reads"
+    )
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="scale_", dir=args.scratch))
+    try:
+        if not args.skip_split:
+            out_of_core(scratch, args.gigabytes, args.batches, not args.keep_page_cache)
+        if args.tree_sizes:
+            trees(scratch, [int(size) for size in args.tree_sizes.split(",")])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
