@@ -43,7 +43,7 @@ from pipeline.io import HDF5DatasetGenerator, LoaderOptions  # noqa: E402
 
 REPEATS = 3
 # A fit epoch on digits takes about 2 s; more runs steady the 3% comparison.
-FIT_REPEATS = 5
+FIT_REPEATS = 8
 BATCH = 128
 
 
@@ -171,7 +171,7 @@ def fit_epoch_times(scratch: Path) -> tuple[float, float]:
         return min(timer.seconds[1:])
 
     loader, arrays = [], []
-    for _ in range(2):  # alternated, so the shared cores' noise falls on both alike
+    for _ in range(3):  # alternated, so the shared cores' noise falls on both alike
         loader.append(best_epoch(x=generator))
         arrays.append(best_epoch(x=images, y=labels, batch_size=64, shuffle=True))
     return min(loader), min(arrays)

@@ -150,6 +150,17 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Keras' global dtype policy set to `precision` inside, the previous one after."""
+    previous = keras.mixed_precision.global_policy()
+    set_precision(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """One seed for Python, NumPy and the backend; optionally deterministic kernels."""
     keras.utils.set_random_seed(seed)

@@ -30,8 +30,8 @@ from pipeline.runs.start_config import (
 from pipeline.training.callbacks import TrainingInterrupted
 from pipeline.training.data import open_data
 from pipeline.training.distribute import (
+    precision_policy,
     seed_everything,
-    set_precision,
     setup_distribution,
 )
 from pipeline.training.fit_setup import FitSetup, build_callbacks
@@ -44,15 +44,20 @@ def fit_prepared(prepared: PreparedStart, learning_rate, callbacks: tuple) -> Tr
     """Train from a start decided by pipeline.training.start (under the run's lock):
     distribution, precision and seed, the data, the rate of the start, the model; then
     the run directory is made to match the start and the fit runs."""
-    config, run_dir, start = prepared.config, prepared.run_dir, prepared.start
-    invocation = prepared.invocation
-    distribution = setup_distribution(config.training.distribute)
-    check_workers_agree(start, distribution, config.training.batch_size, run_dir)
+    config = prepared.config
     precision, precision_why = resolve_precision(config.training.precision)
     config = dataclasses.replace(
         config, training=dataclasses.replace(config.training, precision=precision)
     )
-    set_precision(precision)
+    # Keras' dtype policy is process-wide: a caller's own is given back after the fit.
+    with precision_policy(precision):
+        return _fit_in_precision(prepared, config, learning_rate, callbacks, precision_why)
+
+
+def _fit_in_precision(prepared, config, learning_rate, callbacks, precision_why):
+    run_dir, start, invocation = prepared.run_dir, prepared.start, prepared.invocation
+    distribution = setup_distribution(config.training.distribute)
+    check_workers_agree(start, distribution, config.training.batch_size, run_dir)
     seed_everything(config.training.seed, config.training.deterministic)
     train_data, val_data = open_data(config, distribution)
     batches = train_data.batches_per_epoch

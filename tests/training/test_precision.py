@@ -73,3 +73,22 @@ def test_a_resume_with_auto_keeps_the_precision_recorded_by_the_run(tmp_path):
     chosen = load_config(None, ["training.precision=float32"])
     resumed, _ = config_for_start(chosen, tmp_path, start, config_given=True)
     assert resumed.training.precision == "float32"
+
+
+def test_the_callers_own_keras_policy_is_given_back_after_training():
+    """Keras' dtype policy is process-wide: training in bfloat16 from Python must not
+    leave a caller's later models in bfloat16 (train() runs the fit inside this)."""
+    import keras
+
+    from pipeline.training.distribute import precision_policy
+
+    keras.mixed_precision.set_global_policy("float32")
+    with precision_policy("mixed_bfloat16"):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    try:
+        with precision_policy("mixed_float16"):
+            raise KeyboardInterrupt  # a second ctrl+c leaves the fit this way
+    except KeyboardInterrupt:
+        pass
+    assert keras.mixed_precision.global_policy().name == "float32"
