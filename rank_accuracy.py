@@ -62,9 +62,8 @@ def main(argv=None):
         scales=args.scales,
         batch_size=args.batch_size,
         overrides=args.overrides,
+        announce=lambda note: print(f"note: {note}"),
     )
-    for note in report["notes"]:
-        print(f"note: {note}")
     # Keras is loaded by now: the report's formatting lives beside the evaluation.
     from pipeline.evaluation.rank_accuracy import format_report, write_confusion, write_report
 

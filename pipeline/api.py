@@ -82,7 +82,7 @@ def train(
         chosen, source = _given_config(config, invocation), "the config given"
         if schedule:
             chosen = with_schedule(chosen, schedule, invocation, chosen=True)
-        invocation = dataclasses.replace(invocation, checkpoints=str(run_dir or config.checkpoints))
+        invocation = dataclasses.replace(invocation, checkpoints=str(run_dir or chosen.checkpoints))
     else:
         # Advice names the run directory even where the config chose it.
         invocation = dataclasses.replace(invocation, checkpoints=str(run_dir_of(invocation)))
@@ -123,6 +123,7 @@ def evaluate(
     scales: Sequence[int] = (),
     batch_size: int = 256,
     overrides: Sequence[str] = (),
+    announce=None,
 ) -> dict:
     """Rank-1/rank-5 of a checkpoint over every sample of a split, as rank_accuracy.py
     computes them: `model` names the checkpoint, else the latest of `run_dir` (else of
@@ -130,13 +131,17 @@ def evaluate(
     trained on, unless `dataset`/`split` name another. Returns the report: `rank1`,
     `rank5`, `per_class`, the fingerprints, `notes` on the choices made, and
     `reproduction` (measured against the preset's [expected] figures) where the preset
-    states them."""
+    states them. `announce`, if given, is called with each note before the model loads
+    (rank_accuracy.py prints them)."""
     from pipeline.evaluation.reproduction import compare_with_expected, expected_for, recipe_changes
     from pipeline.evaluation.target import evaluation_target
 
     check_backend()  # an environment error first, before any file is looked at
     config_path = None if isinstance(config, ExperimentConfig | None) else str(config)
-    loaded = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    if isinstance(config, ExperimentConfig):
+        loaded = config_from_values(config.to_dict(), overrides, source="the config given")
+    else:
+        loaded = load_config(config, overrides)
     target = evaluation_target(
         loaded,
         model=model,
@@ -146,6 +151,8 @@ def evaluate(
         # Without a checkpoint: the training command for the same --config and --set.
         training=Invocation(config=config_path, overrides=tuple(overrides)),
     )
+    for note in target.notes if announce else ():
+        announce(note)
     load_keras()
     from pipeline.evaluation.rank_accuracy import evaluate as evaluate_split
 

@@ -101,6 +101,7 @@ def in_float32(model: keras.Model) -> keras.Model:
         return model
     rebuilt = model.__class__.from_config(config)
     rebuilt.set_weights(model.get_weights())
+    rebuilt.jit_compile = model.jit_compile  # the machine's setting, as load_model chose it
     return rebuilt
 
 

@@ -7,6 +7,8 @@ open. Imports inside functions count (a lazy import still ties two parts togethe
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,10 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, id(node) in top) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            # A relative import would slip past the rules: the project writes none.
+            raise AssertionError(f"{path}: relative import of {node.module or '.'}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
             # `from pipeline import api` imports the module pipeline.api.
             names = [f"{node.module}.{alias.name}" for alias in node.names]
             modules = [name for name in names if _is_module(name)] or [node.module]
@@ -123,3 +128,23 @@ def test_no_module_under_pipeline_is_over_300_lines():
     sizes = {module: len(path.read_text().splitlines()) for module, path in MODULES.items()}
     too_long = {module: lines for module, lines in sizes.items() if lines > MAX_MODULE_LINES}
     assert not too_long, f"split these along a concept: {too_long}"
+
+
+def test_importing_the_framework_free_modules_loads_no_framework():
+    """What they import at the top level, all the way down, loads no framework either:
+    a refusal they decide answers before Keras loads."""
+    _, free = _rules()
+    modules = sorted(
+        module
+        for module in MODULES
+        if _part(module) in free or module.removeprefix("pipeline.") in free
+    )
+    probe = (
+        f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
+        "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", (modules, done.stdout)

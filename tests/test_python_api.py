@@ -128,3 +128,16 @@ def test_a_refusal_about_the_run_directory_loads_no_framework(tmp_path, case):
     assert result.returncode == 2, result.stderr
     assert len(errors) == 1, result.stderr
     assert "frameworks loaded: []" in result.stderr, result.stderr
+
+
+def test_a_loaded_config_trains_in_the_directory_its_overrides_name(tmp_path):
+    """pipeline.train(config, overrides=["checkpoints=..."]) goes to that directory, as
+    --set checkpoints=... does (refused here, before any framework loads: it is used)."""
+    import pipeline
+    from pipeline.errors import UserError
+
+    used = _used_run_dir(tmp_path)
+    config = pipeline.load_config(None)
+    with pytest.raises(UserError, match=re.escape(f"{used} already holds a run")) as refused:
+        pipeline.train(config, overrides=[f"checkpoints={used}"])
+    assert f"--checkpoints {used} " in str(refused.value) and "--resume" in str(refused.value)

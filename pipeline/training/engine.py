@@ -35,7 +35,7 @@ from pipeline.training.distribute import (
     setup_distribution,
 )
 from pipeline.training.fit_setup import FitSetup, build_callbacks
-from pipeline.training.precision import resolve_precision
+from pipeline.training.precision import check_same_precision, resolve_precision
 from pipeline.training.start import PreparedStart, TrainingResult
 from pipeline.training.start_log import log, record_start
 
@@ -44,20 +44,25 @@ def fit_prepared(prepared: PreparedStart, learning_rate, callbacks: tuple) -> Tr
     """Train from a start decided by pipeline.training.start (under the run's lock):
     distribution, precision and seed, the data, the rate of the start, the model; then
     the run directory is made to match the start and the fit runs."""
-    config = prepared.config
+    config, run_dir, start = prepared.config, prepared.run_dir, prepared.start
+    # First: a multi-worker JAX run must join its cluster before anything (the GPU query
+    # of "auto" among them) starts JAX's backend.
+    distribution = setup_distribution(config.training.distribute)
+    check_workers_agree(start, distribution, config.training.batch_size, run_dir)
     precision, precision_why = resolve_precision(config.training.precision)
+    check_same_precision(distribution, precision)
     config = dataclasses.replace(
         config, training=dataclasses.replace(config.training, precision=precision)
     )
     # Keras' dtype policy is process-wide: a caller's own is given back after the fit.
     with precision_policy(precision):
-        return _fit_in_precision(prepared, config, learning_rate, callbacks, precision_why)
+        return _fit_in_precision(
+            prepared, config, distribution, learning_rate, callbacks, precision_why
+        )
 
 
-def _fit_in_precision(prepared, config, learning_rate, callbacks, precision_why):
+def _fit_in_precision(prepared, config, distribution, learning_rate, callbacks, precision_why):
     run_dir, start, invocation = prepared.run_dir, prepared.start, prepared.invocation
-    distribution = setup_distribution(config.training.distribute)
-    check_workers_agree(start, distribution, config.training.batch_size, run_dir)
     seed_everything(config.training.seed, config.training.deterministic)
     train_data, val_data = open_data(config, distribution)
     batches = train_data.batches_per_epoch

@@ -79,6 +79,19 @@ def gpu_capability(backend: str) -> tuple[int, int] | None:
     return None
 
 
+def check_same_precision(distribution, precision: str) -> None:
+    """Workers of one run train in one precision: "auto" on machines of other hardware
+    could choose differently (a collective call, made by every worker)."""
+    from pipeline.config import PRECISIONS
+    from pipeline.errors import UserError
+
+    if not distribution.same_on_every_process((PRECISIONS.index(precision),)):
+        raise UserError(
+            f"the workers chose different precisions (this one {precision}): their "
+            f"hardware differs; set training.precision to one of float32, mixed_bfloat16"
+        )
+
+
 def resolve_precision(setting: str) -> tuple[str, str]:
     """choose_precision with this machine's facts (the backend is loaded by now)."""
     import keras
