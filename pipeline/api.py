@@ -20,7 +20,12 @@ from pathlib import Path
 from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, config_from_values, load_config
 from pipeline.framework import check_backend, load_keras
-from pipeline.training.run_config import config_for_invocation, run_dir_of, with_schedule
+from pipeline.training.run_config import (
+    config_for_invocation,
+    overrides_of,
+    run_dir_of,
+    with_schedule,
+)
 from pipeline.training.start import TrainingResult
 from pipeline.training.start import train as train_from_config
 
@@ -79,7 +84,8 @@ def train(
         overwrite=overwrite,
     )
     if isinstance(config, ExperimentConfig):
-        chosen, source = _given_config(config, invocation), "the config given"
+        chosen = _with_overrides(config, overrides_of(invocation))
+        source = "the config given"
         if schedule:
             chosen = with_schedule(chosen, schedule, invocation, chosen=True)
         invocation = dataclasses.replace(invocation, checkpoints=str(run_dir or chosen.checkpoints))
@@ -102,14 +108,11 @@ def train(
     )
 
 
-def _given_config(config: ExperimentConfig, invocation: Invocation) -> ExperimentConfig:
-    """A loaded config with the call's overrides and epochs applied, checked as a
-    preset file is."""
-    extra = [f"training.epochs={invocation.epochs}"] if invocation.epochs is not None else []
-    overrides = [*invocation.overrides, *extra]
+def _with_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """A loaded config with `overrides` applied, checked as a preset file is."""
     if not overrides:
         return config
-    return config_from_values(config.to_dict(), overrides, source="the config given")
+    return config_from_values(config.to_dict(), list(overrides), source="the config given")
 
 
 def evaluate(
@@ -139,7 +142,7 @@ def evaluate(
     check_backend()  # an environment error first, before any file is looked at
     config_path = None if isinstance(config, ExperimentConfig | None) else str(config)
     if isinstance(config, ExperimentConfig):
-        loaded = config_from_values(config.to_dict(), overrides, source="the config given")
+        loaded = _with_overrides(config, overrides)
     else:
         loaded = load_config(config, overrides)
     target = evaluation_target(

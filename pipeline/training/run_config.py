@@ -32,14 +32,19 @@ def run_dir_of(invocation: Invocation) -> Path:
     return Path(load_config(invocation.config, invocation.overrides).checkpoints)
 
 
+def overrides_of(invocation: Invocation) -> list[str]:
+    """The --set values of `invocation`, then --epochs as the override it stands for."""
+    extra = [f"training.epochs={invocation.epochs}"] if invocation.epochs is not None else []
+    return [*invocation.overrides, *extra]
+
+
 def config_for_invocation(
     invocation: Invocation, schedule: str | None = None
 ) -> tuple[ExperimentConfig, str]:
     """The config `invocation` trains with, and where it came from (for errors).
     `schedule` is the one the script always trains with (train_decay.py: polynomial)."""
     run_dir = run_dir_of(invocation)
-    extra = [f"training.epochs={invocation.epochs}"] if invocation.epochs is not None else []
-    overrides = [*invocation.overrides, *extra]
+    overrides = overrides_of(invocation)
     resuming = bool(invocation.resume or invocation.model or invocation.start_epoch)
     if resuming:
         config, source = _resumed_config(invocation, run_dir, overrides)
