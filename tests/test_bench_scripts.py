@@ -23,9 +23,17 @@ def test_scale_measures_the_out_of_core_split_and_the_growing_builds(tmp_path):
         "scale.py", "--gigabytes", "0.02", "--tree-sizes", "100,200",
         "--scratch", str(tmp_path), "--keep-page-cache",
     )  # fmt: skip
-    rounds = re.findall(r"round \d: sequential \d+ img/s .* shuffled augmented .* img/s", output)
+    rounds = re.findall(
+        r"round \d: sequential through h5py \d+ img/s .* raw sequential \d+ img/s, "
+        r"shuffled augmented .* img/s",
+        output,
+    )
     assert len(rounds) == 3, output
-    assert re.search(r"shuffled augmented epoch from disk: \d+% of the sequential read", output)
+    assert re.search(
+        r"shuffled augmented epoch from disk: \d+% of the sequential read through h5py and "
+        r"\d+% of the raw sequential read",
+        output,
+    )
     assert len(re.findall(r"folder build of \d+ JPEGs: [\d.]+ ms/image", output)) == 2
     assert "time per image: largest/smallest" in output
     assert list(tmp_path.iterdir()) == []  # its scratch files are removed

@@ -69,9 +69,9 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
             raise UserError(f"{db_path}: {error}") from None
         self.epoch = 0
         self.start_batch = 0
-        # (epoch, order) swapped as one object, so threaded workers never see
-        # the order of one epoch paired with the number of another.
-        self._cached_order = (None, None)
+        # (epoch, order, read plan) swapped as one object, so threaded workers never
+        # see the order of one epoch paired with the number of another.
+        self._cached_order = (None, None, None)
 
     # -- position -------------------------------------------------------------
 
@@ -130,19 +130,22 @@ class HDF5DatasetGenerator(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range for {len(self)} batches")
         epoch, batch = self.epoch, self.start_batch + index
-        cached_epoch, order = self._cached_order
+        cached_epoch, order, plan = self._cached_order
         if cached_epoch != epoch:
             order = self.order(epoch)
-            self._cached_order = (epoch, order)
+            plan = self.storage.plan(order, self.batch_size)
+            self._cached_order = (epoch, order, plan)
         indices = self.order.batch(order, batch)
-        return self.load_batch(indices, epoch, batch), self.storage.labels[indices]
+        images = self.load_batch(indices, epoch, batch, plan)
+        return images, self.storage.labels[indices]
 
-    def load_batch(self, indices: np.ndarray, epoch: int, batch: int) -> np.ndarray:
-        """The images of `indices`, decoded, sized and augmented as batch `batch` of `epoch`."""
+    def load_batch(self, indices: np.ndarray, epoch: int, batch: int, plan=None) -> np.ndarray:
+        """The images of `indices`, decoded, sized and augmented as batch `batch` of `epoch`
+        (`plan`: the storage's read plan of the epoch, to read the coming blocks ahead)."""
         # Augmentation draws depend only on (seed, epoch, batch, shard): a resumed run
         # or another worker count augments every batch identically.
         rng = self._augment_rng(epoch, batch) if self.augmenter.steps else None
-        stored = self.storage.read(indices)
+        stored = self.storage.read(indices, plan, batch * self.batch_size)
         if self.info.encoding == "jpeg":
             decoded = [decode_image(row.tobytes()) for row in stored]
             if self.augmenter.sizes_images:

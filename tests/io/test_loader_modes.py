@@ -237,7 +237,7 @@ def test_disk_batches_stay_within_two_windows_of_blocks(split_path):
 
 def test_disk_mode_caches_at_most_cache_blocks_blocks(split_path):
     generator = make_generator(split_path, "disk")
-    cache = generator.storage._cache
+    cache = generator.storage._slot_of  # blocks in memory or being read into it
     most_cached = 0
     for epoch in range(2):
         generator.set_epoch(epoch)
