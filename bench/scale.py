@@ -1,7 +1,7 @@
 """Data larger than memory: the loader out of core, and the builder at growing sizes.
 
     .venv/bin/python bench/scale.py [--gigabytes G] [--batches N] [--tree-sizes 10000,50000,100000]
-        [--scratch DIR] [--skip-split] [--keep-page-cache]
+        [--scratch DIR] [--skip-split] [--keep-page-cache] [--rounds 3]
 
 (a) Writes one split of random 64x64 images (uint8, as the builder writes them) of
 `--gigabytes` (default: this machine's memory and a quarter more, so the page cache
@@ -16,9 +16,11 @@ cache dropped before each, in 3 alternating rounds (a shared disk's pace drifts)
     one reader on this disk, without h5py.
   The median ratio to each is the figure. Goal: at least 50 %.
 (b) Builds image-folder trees of generated JPEGs (10 classes, 64x64, sizes from
-`--tree-sizes`) through build_dataset.py (--dataset folder), and reports seconds per
-image and the build's peak RSS for each. Goals: time per image constant within 10 %
-across the sizes, peak RSS flat.
+`--tree-sizes`) through build_dataset.py (--dataset folder) in 3 alternating rounds,
+the trees synced to disk and the page cache dropped before each build, and reports
+the median seconds per image, the same beyond the fixed cost of a build (a build of
+100 JPEGs), and the build's peak RSS for each size. Goals: time per image constant
+within 10 % across the sizes, peak RSS flat.
 """
 
 import argparse
@@ -42,8 +44,10 @@ IMAGE_SIDE = 64
 BATCH_SIZE = 128
 # Images written per call: 2048 x 12 KiB = 24 MiB, a bounded amount of memory.
 WRITE_BLOCK = 2048
-# Alternating rounds of the two reads (see out_of_core).
+# Alternating rounds of the measurements (see out_of_core and trees).
 ROUNDS = 3
+# JPEGs of the tree whose build measures the builder's fixed cost (see trees).
+FIXED_COST_TREE = 100
 
 
 def memory_bytes() -> int:
@@ -147,7 +151,7 @@ def write_tree(root: Path, count: int) -> None:
 
 
 def build_tree(root: Path, output: Path) -> tuple[float, float]:
-    """Seconds per image of build_dataset.py on the tree, and the build's peak RSS."""
+    """Seconds of build_dataset.py on the tree, and the build's peak RSS."""
     command = [
         "/usr/bin/time", "-f", "%M", sys.executable, "build_dataset.py", "--dataset", "folder",
         "--source", str(root), "--output", str(output), "--val-fraction", "0.1",
@@ -159,8 +163,7 @@ def build_tree(root: Path, output: Path) -> tuple[float, float]:
         raise SystemExit(f"the build of {root} failed: {done.stderr.strip()}")
     seconds = time.perf_counter() - start
     peak_kib = int(done.stderr.strip().splitlines()[-1])
-    count = sum(1 for _ in root.rglob("*.jpg"))
-    return seconds / count, peak_kib / 1024
+    return seconds, peak_kib / 1024
 
 
 def drop_page_cache() -> bool:
@@ -182,7 +185,9 @@ def in_child(function, *arguments):
         return pool.apply(function, arguments)
 
 
-def out_of_core(scratch: Path, gigabytes: float, batches: int | None, drop: bool) -> None:
+def out_of_core(
+    scratch: Path, gigabytes: float, batches: int | None, drop: bool, rounds: int
+) -> None:
     path = scratch / "train.h5"
     start = time.perf_counter()
     count = in_child(write_split, path, gigabytes)
@@ -203,7 +208,7 @@ def out_of_core(scratch: Path, gigabytes: float, batches: int | None, drop: bool
     # A shared disk's pace drifts by 2x within minutes: the two reads alternate, each
     # over as many images, and each round gives its own ratio.
     ratios, raw_ratios = [], []
-    for round_number in range(1, ROUNDS + 1):
+    for round_number in range(1, rounds + 1):
         if dropped:
             drop_page_cache()
         shuffled, shuffled_rss, served = in_child(shuffled_epoch, path, batches)
@@ -225,32 +230,55 @@ def out_of_core(scratch: Path, gigabytes: float, batches: int | None, drop: bool
     print(
         f"shuffled augmented epoch from disk: {statistics.median(ratios):.0%} of the "
         f"sequential read through h5py and {statistics.median(raw_ratios):.0%} of the raw "
-        f"sequential read, the medians of {ROUNDS} rounds (goal: at least 50%)",
+        f"sequential read, the medians of {rounds} rounds (goal: at least 50%)",
         flush=True,
     )
     path.unlink()
 
 
-def trees(scratch: Path, sizes: list[int]) -> None:
+def trees(scratch: Path, sizes: list[int], drop: bool, rounds: int) -> None:
+    """Build a tree of each size, in `rounds` alternating rounds (the shared machine's pace
+    drifts), the JPEGs synced to disk first and, with `drop`, the page cache dropped
+    before each build: a build pays neither for the writeback of its input nor gets it
+    from memory. Each size's figure is the median of its rounds."""
+    roots = {size: scratch / f"tree_{size}" for size in [FIXED_COST_TREE, *sizes]}
+    for size, root in roots.items():
+        write_tree(root, size)
+    os.sync()
+    seconds = {size: [] for size in roots}
+    peaks = {size: [] for size in roots}
+    for _ in range(rounds):
+        for size, root in roots.items():
+            if drop:
+                drop_page_cache()
+            output = scratch / f"built_{size}"
+            elapsed, peak = build_tree(root, output)
+            shutil.rmtree(output)
+            seconds[size].append(elapsed)
+            peaks[size].append(peak)
+    for root in roots.values():
+        shutil.rmtree(root)
+    # The start-up (Python, imports, forking the decoders, committing the build) costs
+    # the same at every size: measured on a tiny tree, and taken off to give the time
+    # per image the build's size can change.
+    fixed = statistics.median(seconds[FIXED_COST_TREE])
+    print(f"fixed cost (a build of {FIXED_COST_TREE} JPEGs): {fixed:.2f} s", flush=True)
     rows = []
     for size in sizes:
-        root, output = scratch / f"tree_{size}", scratch / f"built_{size}"
-        write_tree(root, size)
-        per_image, peak = build_tree(root, output)
-        rows.append((size, per_image, peak))
+        median, peak = statistics.median(seconds[size]), max(peaks[size])
+        rows.append((median / size, (median - fixed) / size, peak))
+        rounds = " / ".join(f"{value:.1f}" for value in seconds[size])
         print(
-            f"folder build of {size} JPEGs: {per_image * 1000:.3f} ms/image, "
+            f"folder build of {size} JPEGs ({rounds} s): {median / size * 1000:.3f} ms/image, "
+            f"{(median - fixed) / size * 1000:.3f} ms/image beyond the fixed cost, "
             f"peak RSS {peak:.0f} MiB",
             flush=True,
         )
-        shutil.rmtree(root)
-        shutil.rmtree(output)
-    times = [per_image for _, per_image, _ in rows]
-    peaks = [peak for _, _, peak in rows]
-    print(
-        f"time per image: largest/smallest {max(times) / min(times):.2f} (goal: within 1.10); "
-        f"peak RSS largest/smallest {max(peaks) / min(peaks):.2f}"
-    )
+    for name, column in (("time per image", 0), ("beyond the fixed cost", 1)):
+        values = [row[column] for row in rows]
+        print(f"{name}: largest/smallest {max(values) / min(values):.2f} (goal: within 1.10)")
+    peak_values = [row[2] for row in rows]
+    print(f"peak RSS largest/smallest {max(peak_values) / min(peak_values):.2f}")
 
 
 def main() -> None:
@@ -261,6 +289,7 @@ def main() -> None:
     parser.add_argument("--tree-sizes", default="10000,50000,100000")
     parser.add_argument("--scratch", help="folder for the files (default: a temporary one)")
     parser.add_argument("--skip-split", action="store_true")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds")
     parser.add_argument(
         "--keep-page-cache", action="store_true", help="do not drop it before the reads"
     )
@@ -268,9 +297,12 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="scale_", dir=args.scratch))
     try:
         if not args.skip_split:
-            out_of_core(scratch, args.gigabytes, args.batches, not args.keep_page_cache)
+            out_of_core(
+                scratch, args.gigabytes, args.batches, not args.keep_page_cache, args.rounds
+            )
         if args.tree_sizes:
-            trees(scratch, [int(size) for size in args.tree_sizes.split(",")])
+            sizes = [int(size) for size in args.tree_sizes.split(",")]
+            trees(scratch, sizes, not args.keep_page_cache, args.rounds)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -21,21 +21,24 @@ def run_bench(script: str, *options: str) -> str:
 def test_scale_measures_the_out_of_core_split_and_the_growing_builds(tmp_path):
     output = run_bench(
         "scale.py", "--gigabytes", "0.02", "--tree-sizes", "100,200",
-        "--scratch", str(tmp_path), "--keep-page-cache",
+        "--scratch", str(tmp_path), "--keep-page-cache", "--rounds", "2",
     )  # fmt: skip
     rounds = re.findall(
         r"round \d: sequential through h5py \d+ img/s .* raw sequential \d+ img/s, "
         r"shuffled augmented .* img/s",
         output,
     )
-    assert len(rounds) == 3, output
+    assert len(rounds) == 2, output
     assert re.search(
         r"shuffled augmented epoch from disk: \d+% of the sequential read through h5py and "
         r"\d+% of the raw sequential read",
         output,
     )
-    assert len(re.findall(r"folder build of \d+ JPEGs: [\d.]+ ms/image", output)) == 2
+    assert re.search(r"fixed cost \(a build of 100 JPEGs\): [\d.]+ s", output)
+    builds = r"folder build of \d+ JPEGs \(.*\): [\d.]+ ms/image, -?[\d.]+ ms/image beyond the"
+    assert len(re.findall(builds, output)) == 2
     assert "time per image: largest/smallest" in output
+    assert "beyond the fixed cost: largest/smallest" in output
     assert list(tmp_path.iterdir()) == []  # its scratch files are removed
 
 
