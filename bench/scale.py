@@ -16,11 +16,13 @@ cache dropped before each, in 3 alternating rounds (a shared disk's pace drifts)
     one reader on this disk, without h5py.
   The median ratio to each is the figure. Goal: at least 50 %.
 (b) Builds image-folder trees of generated JPEGs (10 classes, 64x64, sizes from
-`--tree-sizes`) through build_dataset.py (--dataset folder) in 3 alternating rounds,
+`--tree-sizes`) through build_dataset.py (--dataset folder --image-size 64: stored at the size they
+have) in 3 alternating rounds,
 the trees synced to disk and the page cache dropped before each build, and reports
-the median seconds per image, the same beyond the fixed cost of a build (a build of
-100 JPEGs), and the build's peak RSS for each size. Goals: time per image constant
-within 10 % across the sizes, peak RSS flat.
+the median seconds per image and the build's peak RSS for each size, and what each
+further image costs from one size to the next (a build's fixed start-up weighs most
+on the smallest). Goals: time per image constant within 10 % across the sizes, peak
+RSS flat.
 """
 
 import argparse
@@ -46,8 +48,6 @@ BATCH_SIZE = 128
 WRITE_BLOCK = 2048
 # Alternating rounds of the measurements (see out_of_core and trees).
 ROUNDS = 3
-# JPEGs of the tree whose build measures the builder's fixed cost (see trees).
-FIXED_COST_TREE = 100
 
 
 def memory_bytes() -> int:
@@ -155,7 +155,7 @@ def build_tree(root: Path, output: Path) -> tuple[float, float]:
     command = [
         "/usr/bin/time", "-f", "%M", sys.executable, "build_dataset.py", "--dataset", "folder",
         "--source", str(root), "--output", str(output), "--val-fraction", "0.1",
-        "--test-fraction", "0.1",
+        "--test-fraction", "0.1", "--image-size", str(IMAGE_SIDE),
     ]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -241,12 +241,12 @@ def trees(scratch: Path, sizes: list[int], drop: bool, rounds: int) -> None:
     drifts), the JPEGs synced to disk first and, with `drop`, the page cache dropped
     before each build: a build pays neither for the writeback of its input nor gets it
     from memory. Each size's figure is the median of its rounds."""
-    roots = {size: scratch / f"tree_{size}" for size in [FIXED_COST_TREE, *sizes]}
+    roots = {size: scratch / f"tree_{size}" for size in sizes}
     for size, root in roots.items():
         write_tree(root, size)
     os.sync()
-    seconds = {size: [] for size in roots}
-    peaks = {size: [] for size in roots}
+    seconds = {size: [] for size in sizes}
+    peaks = {size: [] for size in sizes}
     for _ in range(rounds):
         for size, root in roots.items():
             if drop:
@@ -258,26 +258,33 @@ def trees(scratch: Path, sizes: list[int], drop: bool, rounds: int) -> None:
             peaks[size].append(peak)
     for root in roots.values():
         shutil.rmtree(root)
-    # The start-up (Python, imports, forking the decoders, committing the build) costs
-    # the same at every size: measured on a tiny tree, and taken off to give the time
-    # per image the build's size can change.
-    fixed = statistics.median(seconds[FIXED_COST_TREE])
-    print(f"fixed cost (a build of {FIXED_COST_TREE} JPEGs): {fixed:.2f} s", flush=True)
-    rows = []
+    medians = {size: statistics.median(seconds[size]) for size in sizes}
     for size in sizes:
-        median, peak = statistics.median(seconds[size]), max(peaks[size])
-        rows.append((median / size, (median - fixed) / size, peak))
-        rounds = " / ".join(f"{value:.1f}" for value in seconds[size])
+        rounds_text = " / ".join(f"{value:.1f}" for value in seconds[size])
         print(
-            f"folder build of {size} JPEGs ({rounds} s): {median / size * 1000:.3f} ms/image, "
-            f"{(median - fixed) / size * 1000:.3f} ms/image beyond the fixed cost, "
-            f"peak RSS {peak:.0f} MiB",
+            f"folder build of {size} JPEGs ({rounds_text} s): "
+            f"{medians[size] / size * 1000:.3f} ms/image, peak RSS {max(peaks[size]):.0f} MiB",
             flush=True,
         )
-    for name, column in (("time per image", 0), ("beyond the fixed cost", 1)):
-        values = [row[column] for row in rows]
-        print(f"{name}: largest/smallest {max(values) / min(values):.2f} (goal: within 1.10)")
-    peak_values = [row[2] for row in rows]
+    # A build's start-up (Python, imports, forking the decoders, committing) costs the
+    # same at every size and weighs most on the smallest: the time each further image
+    # costs, between one size and the next, is what the size can change.
+    marginals = [
+        (medians[large] - medians[small]) / (large - small)
+        for small, large in zip(sizes, sizes[1:], strict=False)
+    ]
+    for (small, large), marginal in zip(
+        zip(sizes, sizes[1:], strict=False), marginals, strict=True
+    ):
+        print(f"each image from {small} to {large}: {marginal * 1000:.3f} ms")
+    per_image = [medians[size] / size for size in sizes]
+    print(f"time per image: largest/smallest {max(per_image) / min(per_image):.2f}")
+    if len(marginals) > 1:
+        print(
+            f"each further image: largest/smallest {max(marginals) / min(marginals):.2f} "
+            f"(goal: within 1.10)"
+        )
+    peak_values = [max(peaks[size]) for size in sizes]
     print(f"peak RSS largest/smallest {max(peak_values) / min(peak_values):.2f}")
 
 
