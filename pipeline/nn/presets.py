@@ -60,6 +60,17 @@ def _imagenet(stages, block, preactivation, name) -> ResNetSpec:
     )
 
 
+def _keras_applications(depth: int) -> ResNetSpec:
+    stages = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[depth]
+    return dataclasses.replace(
+        _imagenet(stages, "bottleneck", False, f"ResNet-{depth}"),
+        stem_padding="symmetric",
+        bn_epsilon=1.001e-5,
+        source=f"keras.applications ResNet{depth} (He et al. 2015, Table 1; its ImageNet "
+        f"weights: train.py --init keras:resnet{depth})",
+    )
+
+
 def _reference_keras(stages, filters, stem, what) -> ResNetSpec:
     """The reference Keras project's networks: pre-activation bottlenecks with a
     projection at every stage, its L2, epsilon and initializer."""
@@ -99,6 +110,11 @@ PRESETS: dict[str, ResNetSpec] = {
     "resnet18": _imagenet((2, 2, 2, 2), "basic", False, "ResNet-18"),
     "resnet34": _imagenet((3, 4, 6, 3), "basic", False, "ResNet-34"),
     "resnet50": _imagenet((3, 4, 6, 3), "bottleneck", False, "ResNet-50"),
+    "resnet101": _imagenet((3, 4, 23, 3), "bottleneck", False, "ResNet-101"),
+    "resnet152": _imagenet((3, 8, 36, 3), "bottleneck", False, "ResNet-152"),
+    # keras.applications' ResNet50/101/152, whose ImageNet weights --init keras:NAME
+    # loads (pipeline/nn/keras_weights.py): the paper's networks, padded symmetrically.
+    **{f"keras_resnet{depth}": _keras_applications(depth) for depth in (50, 101, 152)},
     "preact_resnet50": _imagenet((3, 4, 6, 3), "bottleneck", True, "pre-activation ResNet-50"),
     # The reference Keras project's CIFAR-10 network, which it called "ResNet56":
     # bottleneck stages of 9 blocks are 83 weighted layers.

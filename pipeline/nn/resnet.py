@@ -166,12 +166,20 @@ def _shortcut(x, activated, filters, stride, spec, force_projection, name):
 
 def _stem(x, spec):
     """CIFAR: 3x3 stride 1. Tiny ImageNet: 5x5, BN-ReLU, 3x3 max pool stride 2.
-    ImageNet: 7x7 stride 2, BN-ReLU, 3x3 max pool stride 2."""
+    ImageNet: 7x7 stride 2, BN-ReLU, 3x3 max pool stride 2 (padded as spec.stem_padding
+    says)."""
     if spec.stem == "cifar":
         x = _conv(spec.filters[0], 3, 1, spec, "stem_conv")(x)
         # Pre-activation networks normalise in the first block instead.
         return x if spec.preactivation else _bn_relu(x, spec, "stem")
     kernel, stride = (5, 1) if spec.stem == "tiny_imagenet" else (7, 2)
+    if spec.stem_padding == "symmetric":
+        x = layers.ZeroPadding2D(kernel // 2, name="stem_pad")(x)
+        x = _conv(spec.filters[0], kernel, stride, spec, "stem_conv", padding="valid")(x)
+        x = _bn_relu(x, spec, "stem")
+        # After the ReLU every value is >= 0: zeros pad as -inf would.
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     x = _conv(spec.filters[0], kernel, stride, spec, "stem_conv")(x)
     x = _bn_relu(x, spec, "stem")
     return layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
@@ -193,12 +201,12 @@ def _normalize(inputs, mean, std, mean_image):
     return layers.Rescaling(1.0 / 255.0, name="normalize")(inputs)
 
 
-def _conv(filters, kernel_size, stride, spec, name):
+def _conv(filters, kernel_size, stride, spec, name, padding="same"):
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer=spec.initializer,
         kernel_regularizer=_regularizer(spec),

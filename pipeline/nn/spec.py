@@ -9,6 +9,10 @@ from pipeline.errors import UserError
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("cifar", "tiny_imagenet", "imagenet")
 SHORTCUTS = ("A", "B")
+# How the ImageNet stem pads its strided 7x7 convolution and max pool: "same" (TF's,
+# one pixel more after than before) or "symmetric" (3 and 1 pixels on every side, as
+# keras.applications and torchvision do: their weights need it).
+STEM_PADDINGS = ("same", "symmetric")
 # A bottleneck block's inner width is its output channels / BOTTLENECK_EXPANSION.
 BOTTLENECK_EXPANSION = 4
 
@@ -38,12 +42,17 @@ class ResNetSpec:
     bn_momentum: float = 0.9
     # "he_normal" (the papers) or "glorot_normal" / "glorot_uniform" (Xavier).
     initializer: str = "he_normal"
+    stem_padding: str = "same"
     source: str = ""
 
     def __post_init__(self) -> None:
         _require(self.block in BLOCKS, f"block must be one of {BLOCKS}, got {self.block!r}")
         _require(self.stem in STEMS, f"stem must be one of {STEMS}, got {self.stem!r}")
         _require(self.shortcut in SHORTCUTS, f"shortcut must be A or B, got {self.shortcut!r}")
+        _require(
+            self.stem_padding in STEM_PADDINGS,
+            f"stem_padding must be one of {STEM_PADDINGS}, got {self.stem_padding!r}",
+        )
         _require(
             len(self.stages) >= 1 and all(count >= 1 for count in self.stages),
             f"stages must be a non-empty list of positive counts, got {list(self.stages)}",
