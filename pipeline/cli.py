@@ -52,7 +52,22 @@ def training_parser(description: str) -> OneLineArgumentParser:
     parser.add_argument("--epochs", type=int, help="total number of epochs (training.epochs)")
     parser.add_argument("--overwrite", action="store_true", help="start over in a used run dir")
     add_config_arguments(parser)
+    parser.add_argument(
+        "--init",
+        action=_InitAction,
+        metavar="CHECKPOINT",
+        help="fine-tune: start from a checkpoint's weights up to the classifier (or Keras' "
+        "ImageNet weights: keras:resnet50); the same as --set fine_tune.init=CHECKPOINT",
+    )
     return parser
+
+
+class _InitAction(argparse.Action):
+    """--init X is --set fine_tune.init=X, in its place among the --set values (so that
+    the commands a run advises, which repeat the --set values, keep it)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.overrides = [*namespace.overrides, f"fine_tune.init={value}"]
 
 
 def train_from_command_line(argv, *, script: str, schedule: str | None, description: str) -> int:

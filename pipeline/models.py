@@ -2,6 +2,7 @@
 from checkpoint files, and checked against the data they are to eat. (The network
 itself is `pipeline.nn`, which knows nothing of configs, data sets or devices.)"""
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -11,10 +12,35 @@ from pipeline.config import ModelConfig
 from pipeline.datasets.hdf5_reader import SplitInfo, read_mean_image
 from pipeline.errors import UserError
 from pipeline.nn.resnet import build_resnet
+from pipeline.nn.transfer import BACKBONE_RATE_OPTIMIZERS
 
 
-def build_model_for_data(model_config: ModelConfig, info: SplitInfo, input_shape) -> keras.Model:
-    """The config's ResNet for `input_shape` images and the split's classes and statistics."""
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """The input normalisation of a model: per-channel mean and std (0-255, RGB), or a
+    per-pixel mean image (then divided by std when given); all None scales to [0, 1]."""
+
+    mean: list | None
+    std: list | None
+    mean_image: object = None
+
+
+def build_model_for_data(
+    model_config: ModelConfig, info: SplitInfo, input_shape, *, statistics: Statistics | None = None
+) -> keras.Model:
+    """The config's ResNet for `input_shape` images and the split's classes, normalising
+    with the split's statistics (or `statistics`: a fine-tuned model keeping those of
+    the weights it starts from)."""
+    if statistics is not None:
+        return build_resnet(
+            model_config.network(),
+            num_classes=info.num_classes,
+            input_shape=input_shape,
+            mean=statistics.mean,
+            std=statistics.std,
+            mean_image=statistics.mean_image,
+            name=model_config.preset or "resnet",
+        )
     mean_image = None
     if model_config.normalization == "mean_image":
         mean_image = read_mean_image(info.path)
@@ -50,15 +76,10 @@ def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Mode
     `jit_compile` (see training.jit_compile) replaces the setting saved with the model,
     which belongs to the machine and backend that trained it."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise UserError(f"model file {path} is not a regular file (a folder or a device)")
-    if not zipfile.is_zipfile(path):
-        # Keras answers "File not found" for a file that is there but is no .keras zip.
-        raise UserError(f"model file {path} is not a .keras file (not a zip archive)")
+    check_model_file(path)
     try:
-        model = keras.models.load_model(path)
+        # The optimisers with a backbone rate (fine-tuning) are this project's own.
+        model = keras.models.load_model(path, custom_objects=BACKBONE_RATE_OPTIMIZERS)
     except Exception as error:  # Keras raises many types for a damaged or foreign file.
         # Keras' messages run over many lines (a whole config at times): the first 300
         # characters, on one line.
@@ -66,6 +87,17 @@ def load_model(path: str | Path, jit_compile: bool | str = "auto") -> keras.Mode
         raise UserError(f"cannot load model {path}: {type(error).__name__}: {reason}") from None
     model.jit_compile = resolve_jit_compile(jit_compile)
     return model
+
+
+def check_model_file(path: Path) -> None:
+    """A one-line UserError unless `path` is a regular file holding a zip (a .keras file)."""
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"model file {path} is not a regular file (a folder or a device)")
+    if not zipfile.is_zipfile(path):
+        # Keras answers "File not found" for a file that is there but is no .keras zip.
+        raise UserError(f"model file {path} is not a .keras file (not a zip archive)")
 
 
 def check_model_matches_data(model: keras.Model, info: SplitInfo, model_path, image_shape) -> None:

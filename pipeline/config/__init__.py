@@ -12,6 +12,7 @@ and loading.py (files, overrides). None of them loads a framework.
 
 from pipeline.config.checks import CURVE_KEYS
 from pipeline.config.coercion import config_from_dict
+from pipeline.config.fine_tune import FineTuneConfig
 from pipeline.config.loading import (
     CONFIG_DIR,
     DEFAULT_CONFIG_PATH,
@@ -41,6 +42,7 @@ __all__ = [
     "DataConfig",
     "ExpectedConfig",
     "ExperimentConfig",
+    "FineTuneConfig",
     "ModelConfig",
     "TrainingConfig",
     "config_from_dict",

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from pipeline.config.checks import check_rate_changes, require, require_choice
+from pipeline.config.fine_tune import FineTuneConfig
 from pipeline.datasets.kinds import KINDS
 
 # Specs and presets only: pipeline.nn loads Keras when a model is built, not here.
@@ -271,6 +272,7 @@ class ExperimentConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    fine_tune: FineTuneConfig = FineTuneConfig()
     expected: ExpectedConfig = ExpectedConfig()
 
     def to_dict(self) -> dict[str, Any]:

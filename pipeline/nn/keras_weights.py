@@ -25,6 +25,13 @@ from pipeline.errors import UserError
 KERAS_NETWORKS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
 # The mean that "caffe" preprocessing subtracts, in RGB order (Keras lists it as BGR).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+# The md5 of each weights file (with the classifier, without), as keras.applications
+# checks a download: a file that differs is not Keras' (damaged, or another network's).
+WEIGHTS_MD5 = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
 WEIGHTS_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 # stage2_block3_conv1(_bn) and stage2_block1_shortcut_conv/_bn: conv3_block3_1_conv/_bn
 # and conv3_block1_0_conv/_bn in keras.applications.
@@ -69,12 +76,18 @@ def weights_file(name: str) -> Path:
     )
 
 
-def file_md5(path: Path) -> str:
+def check_keras_file(path: Path, name: str) -> None:
+    """A one-line UserError unless `path` has the md5 Keras publishes for it."""
+    expected = WEIGHTS_MD5[name][1 if path.name.endswith("_notop.h5") else 0]
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    if digest.hexdigest() != expected:
+        raise UserError(
+            f"{path} is not Keras' file (md5 {digest.hexdigest()}, Keras publishes "
+            f"{expected}): delete it and download {WEIGHTS_ORIGIN}{path.name} again"
+        )
 
 
 def keras_application(name: str, *, include_top: bool, weights_path=None):

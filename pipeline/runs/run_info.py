@@ -17,7 +17,8 @@ PACKAGES = ("keras", "tensorflow", "jax", "numpy", "h5py", "opencv-python-headle
 
 def write_run_info(run_dir, config_dict: dict, data_files, precision_why: str = "") -> Path:
     """config.json, and run_info.json: package versions, git commit, data fingerprints,
-    and why the run trains in its precision (`precision_why`)."""
+    why the run trains in its precision (`precision_why`) and, for a fine-tuned run,
+    the weights it started from."""
     run_dir = Path(run_dir)
     write_json_atomically(run_dir / CONFIG_FILE, config_dict)
     info = {
@@ -29,6 +30,10 @@ def write_run_info(run_dir, config_dict: dict, data_files, precision_why: str = 
         "data": {str(path): fingerprint(path) for path in data_files},
         "precision": {"chosen": config_dict["training"]["precision"], "why": precision_why},
     }
+    fine_tune = config_dict.get("fine_tune") or {}
+    if fine_tune.get("init"):
+        # Where the weights came from (config.json holds the same, with the settings).
+        info["init"] = {"weights": fine_tune["init"], "sha256": fine_tune.get("init_sha256")}
     write_json_atomically(run_dir / RUN_INFO_FILE, info)
     return run_dir / RUN_INFO_FILE
 

@@ -13,12 +13,8 @@ from pathlib import Path
 import keras
 
 from pipeline.advice import Invocation
-from pipeline.models import (
-    build_model_for_data,
-    check_model_matches_data,
-    load_model,
-    resolve_jit_compile,
-)
+from pipeline.fine_tuning import initial_model, with_backbone_rate
+from pipeline.models import check_model_matches_data, load_model, resolve_jit_compile
 from pipeline.runs.run_reading import latest_checkpoint
 from pipeline.runs.run_state import StartPoint, start_over_command
 from pipeline.runs.start_config import (
@@ -70,39 +66,54 @@ def _fit_in_precision(prepared, config, distribution, learning_rate, callbacks, 
     check_changes_inside_epochs(config.training, batches, prepared.config_source)
     config, change = config_with_rate(config, run_dir, start, learning_rate, batches, invocation)
     with distribution.scope:
-        model = _prepare_model(config, start, train_data)
+        model, config, model_notes = _prepare_model(config, start, train_data)
     setup = FitSetup(
         model, config, run_dir, start, train_data, val_data, distribution, callbacks, invocation
     )
-    record_start(setup, prepared.notes, change, learning_rate, precision_why)
+    notes = (*prepared.notes, *model_notes)
+    record_start(setup, notes, change, learning_rate, precision_why)
     return dataclasses.replace(_fit(setup), config=config)
 
 
-def build_optimizer(training) -> keras.optimizers.Optimizer:
-    """The config's optimizer; LearningRateControl sets its rate before each batch."""
+def build_optimizer(training, backbone_rate_scale: float = 1.0) -> keras.optimizers.Optimizer:
+    """The config's optimizer; LearningRateControl sets its rate before each batch. With a
+    `backbone_rate_scale` below 1 (fine-tuning), every layer but the classifier trains at
+    that share of the rate."""
     rate = training.learning_rate
     if training.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=rate)
-    if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=training.weight_decay)
-    return keras.optimizers.SGD(
-        learning_rate=rate, momentum=training.momentum, nesterov=training.nesterov
-    )
+        kind, options = keras.optimizers.Adam, {}
+    elif training.optimizer == "adamw":
+        kind, options = keras.optimizers.AdamW, {"weight_decay": training.weight_decay}
+    else:
+        kind = keras.optimizers.SGD
+        options = {"momentum": training.momentum, "nesterov": training.nesterov}
+    if backbone_rate_scale != 1:
+        kind, options = (
+            with_backbone_rate(kind),
+            {
+                **options,
+                "backbone_rate_scale": backbone_rate_scale,
+            },
+        )
+    return kind(learning_rate=rate, **options)
 
 
 def _prepare_model(config, start: StartPoint, train_data):
+    """The model, the config as the run records it (a fine-tuned start records the
+    fingerprint of its weights) and notes for train.log."""
     if start.checkpoint is None:
-        model = build_model_for_data(config.model, train_data.info, train_data.image_shape)
-        model.compile(
-            optimizer=build_optimizer(config.training),
+        initial = initial_model(config, train_data.info, train_data.image_shape)
+        config = dataclasses.replace(config, fine_tune=initial.fine_tune)
+        initial.model.compile(
+            optimizer=build_optimizer(config.training, config.fine_tune.backbone_rate_scale),
             loss="sparse_categorical_crossentropy",
             metrics=_metrics(train_data.info.num_classes),
             jit_compile=resolve_jit_compile(config.training.jit_compile),
         )
-        return model
+        return initial.model, config, initial.notes
     model = load_model(start.checkpoint, config.training.jit_compile)
     check_model_matches_data(model, train_data.info, start.checkpoint, train_data.image_shape)
-    return model
+    return model, config, ()
 
 
 def _metrics(num_classes: int) -> list:
