@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, config_from_values, load_config
-from pipeline.framework import check_backend, load_keras
+from pipeline.framework import avoid_onednn_crash, check_backend, load_keras
 from pipeline.training.run_config import (
     config_for_invocation,
     overrides_of,
@@ -29,7 +29,11 @@ from pipeline.training.run_config import (
 from pipeline.training.start import TrainingResult
 from pipeline.training.start import train as train_from_config
 
-__all__ = ["TrainingResult", "build_dataset", "evaluate", "load_config", "train"]
+__all__ = ["TrainingResult", "build_dataset", "evaluate", "find_lr", "load_config", "train"]
+
+# find_lr.py's defaults: the range and length of the test, and where it writes.
+LR_RANGE_DEFAULTS = {"min_rate": 1e-6, "max_rate": 1.0, "batches": 200}
+LR_RANGE_OUTPUT = "output/lr_range"
 
 
 def build_dataset(name: str, *, output=None, seed: int = 0, overwrite=False, **options) -> dict:
@@ -174,3 +178,46 @@ def evaluate(
         if preset is not None:
             report["reproduction"] |= {"preset": str(preset), "recipe_changes": changes}
     return report
+
+
+def find_lr(
+    config: ExperimentConfig | str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    min_rate: float = LR_RANGE_DEFAULTS["min_rate"],
+    max_rate: float = LR_RANGE_DEFAULTS["max_rate"],
+    batches: int = LR_RANGE_DEFAULTS["batches"],
+    output: str | Path = LR_RANGE_OUTPUT,
+    checkpoints: str | Path | None = None,
+) -> dict:
+    """The learning-rate range test, as find_lr.py runs it: a copy of the config's network
+    trained for up to `batches` batches at rates rising from `min_rate` to `max_rate`;
+    writes lr_range.png and lr_range.json into `output` (never a run directory) and
+    returns what the JSON holds: `suggested_rate`, and the `command` that starts a run
+    with it (in `checkpoints`, where given)."""
+    from pipeline.training.lr_range import exponential_rates
+
+    check_backend()
+    exponential_rates(min_rate, max_rate, batches)  # a bad range is refused before Keras
+    config_path = None if isinstance(config, ExperimentConfig | None) else str(config)
+    if isinstance(config, ExperimentConfig):
+        loaded = _with_overrides(config, overrides)
+    else:
+        loaded = load_config(config, overrides)
+
+    def command_for(rate: float) -> str:
+        with_rate = (*overrides, f"training.learning_rate={rate:g}")
+        checkpoints_given = None if checkpoints is None else str(checkpoints)
+        return Invocation(
+            config=config_path, checkpoints=checkpoints_given, overrides=with_rate
+        ).command()
+
+    onednn = avoid_onednn_crash(min(loaded.model.network().filters[1:]))
+    load_keras()
+    from pipeline.training.lr_range_fit import find_learning_rate
+
+    result = find_learning_rate(
+        loaded, min_rate=min_rate, max_rate=max_rate, batches=batches, output_dir=output,
+        command_for=command_for,
+    )  # fmt: skip
+    return {**result, "notes": [onednn] if onednn else []}

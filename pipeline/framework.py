@@ -25,6 +25,34 @@ BACKEND_MODULES = {
 }
 
 
+# oneDNN, TensorFlow's CPU kernels, corrupted the heap ("double free or corruption", a
+# crash, not an error) training ResNets with a stage narrower than this many channels:
+# TF 2.21 on an AVX512 CPU, float32 and bfloat16 alike, basic-block stages of 2 to 12
+# channels; TF_ENABLE_ONEDNN_OPTS=0 trained them. Such networks train without it.
+NARROWEST_ONEDNN_STAGE = 16
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def avoid_onednn_crash(narrowest_stage: int) -> str | None:
+    """Turn oneDNN off for a network whose narrowest stage has `narrowest_stage` channels,
+    where that is below NARROWEST_ONEDNN_STAGE, TensorFlow is the backend and is not
+    loaded yet, and the user has not set TF_ENABLE_ONEDNN_OPTS. Returns a note saying
+    what was done (None: nothing to do)."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if narrowest_stage >= NARROWEST_ONEDNN_STAGE or backend != "tensorflow":
+        return None
+    if ONEDNN_VARIABLE in os.environ:
+        return None
+    why = (
+        f"a stage of {narrowest_stage} channels: oneDNN (TensorFlow's CPU kernels) crashed "
+        f"training stages narrower than {NARROWEST_ONEDNN_STAGE}"
+    )
+    if "tensorflow" in sys.modules:
+        return f"{why}; TensorFlow is loaded already, so it stays on ({ONEDNN_VARIABLE}=0 before)"
+    os.environ[ONEDNN_VARIABLE] = "0"
+    return f"{why}, so it is off ({ONEDNN_VARIABLE}=0)"
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_VARIABLE, "") not in ("", "0")
 

@@ -45,7 +45,7 @@ def fit_prepared(prepared: PreparedStart, learning_rate, callbacks: tuple) -> Tr
     # of "auto" among them) starts JAX's backend.
     distribution = setup_distribution(config.training.distribute)
     check_workers_agree(start, distribution, config.training.batch_size, run_dir)
-    precision, precision_why = resolve_precision(config.training.precision)
+    precision, precision_why = resolve_precision(config.training.precision, config.model.network())
     check_same_precision(distribution, precision)
     config = dataclasses.replace(
         config, training=dataclasses.replace(config.training, precision=precision)

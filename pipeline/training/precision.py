@@ -20,6 +20,9 @@ FLOAT32 = "float32"
 BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 # Ampere (8.0) and later multiply bfloat16 in their tensor cores.
 BFLOAT16_GPU_CAPABILITY = (8, 0)
+# bfloat16's fast path on a CPU is oneDNN, which a network with a stage narrower than
+# this trains without (pipeline/framework.py: it crashed there): float32 for them.
+NARROWEST_BFLOAT16_CPU_STAGE = 16
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -36,10 +39,16 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 
 def choose_precision(
-    setting: str, *, backend: str, gpu_capability: tuple[int, int] | None, flags: frozenset
+    setting: str,
+    *,
+    backend: str,
+    gpu_capability: tuple[int, int] | None,
+    flags: frozenset,
+    narrowest_stage: int | None = None,
 ) -> tuple[str, str]:
     """The precision to train in and why, in words. `gpu_capability` is the first GPU's
-    compute capability (None: no GPU); `flags` are the CPU's flags."""
+    compute capability (None: no GPU); `flags` are the CPU's flags; `narrowest_stage`
+    the fewest channels of a stage of the network (None: not known)."""
     if setting != AUTO:
         return setting, "set in the config"
     if gpu_capability is not None:
@@ -53,6 +62,12 @@ def choose_precision(
     if backend != "tensorflow":
         # Measured faster on TensorFlow's oneDNN kernels only (bench/step.py).
         return FLOAT32, f"auto: bfloat16 on {backend}'s CPU path is not measured faster"
+    if narrowest_stage is not None and narrowest_stage < NARROWEST_BFLOAT16_CPU_STAGE:
+        return FLOAT32, (
+            f"auto: a stage of {narrowest_stage} channels, narrower than "
+            f"{NARROWEST_BFLOAT16_CPU_STAGE}: TensorFlow trains it without oneDNN, "
+            f"bfloat16's fast path on a CPU"
+        )
     return BFLOAT16, f"auto: this CPU runs bfloat16 natively ({', '.join(native)})"
 
 
@@ -92,10 +107,18 @@ def check_same_precision(distribution, precision: str) -> None:
         )
 
 
-def resolve_precision(setting: str) -> tuple[str, str]:
-    """choose_precision with this machine's facts (the backend is loaded by now)."""
+def resolve_precision(setting: str, network=None) -> tuple[str, str]:
+    """choose_precision with this machine's facts (the backend is loaded by now) for
+    `network` (a ResNetSpec; None: not known)."""
     import keras
 
     backend = keras.backend.backend()
     capability = gpu_capability(backend) if setting == AUTO else None
-    return choose_precision(setting, backend=backend, gpu_capability=capability, flags=cpu_flags())
+    narrowest = min(network.filters[1:]) if network is not None else None
+    return choose_precision(
+        setting,
+        backend=backend,
+        gpu_capability=capability,
+        flags=cpu_flags(),
+        narrowest_stage=narrowest,
+    )

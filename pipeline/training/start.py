@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig
 from pipeline.errors import UserError
-from pipeline.framework import load_keras
+from pipeline.framework import avoid_onednn_crash, load_keras
 from pipeline.runs.history import load_history
 from pipeline.runs.run_dir import run_lock
 from pipeline.runs.run_state import StartPoint, StartRequest, resolve_start
@@ -95,6 +95,9 @@ def train(
     request = StartRequest(resume, start_epoch, model_path, overwrite, invocation)
     with run_lock(own_dir):
         prepared = prepare_start(config, own_dir, request, config_given, config_source)
+        onednn = avoid_onednn_crash(min(prepared.config.model.network().filters[1:]))
+        if onednn:
+            prepared = dataclasses.replace(prepared, notes=(*prepared.notes, onednn))
         load_keras()
         from pipeline.training.engine import fit_prepared
 

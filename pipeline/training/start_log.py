@@ -34,7 +34,12 @@ def record_start(setup: FitSetup, notes, change, learning_rate, precision_why: s
     data_files = [setup.train_data.db_path] + ([setup.val_data.db_path] if setup.val_data else [])
     write_run_info(run_dir, config.to_dict(), data_files, precision_why)
     verb = "going back to" if start.rewind else "resuming from"
-    where = f"{verb} {describe_start(start)}" if start.checkpoint else "starting from fresh weights"
+    if start.checkpoint:
+        where = f"{verb} {describe_start(start)}"
+    elif config.fine_tune.init:
+        where = f"starting from the weights of {config.fine_tune.init} (fine-tuning)"
+    else:
+        where = "starting from fresh weights"
     training = config.training
     log(
         run_dir,

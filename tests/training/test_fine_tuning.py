@@ -15,7 +15,7 @@ from pipeline.models import load_model
 from pipeline.training.start import train
 from tests.conftest import write_split_file
 
-SPEC = 'model.spec={ block = "basic", stages = [1, 1], filters = [4, 4, 8] }'
+SPEC = 'model.spec={ block = "basic", stages = [1, 1], filters = [16, 16, 32] }'
 
 
 def dataset(folder, num_classes, seed):
@@ -75,7 +75,7 @@ def test_a_run_starts_from_the_backbone_and_trains_a_new_head(source_checkpoint,
     for name, weights in source.items():
         if name != "head_dense":
             assert same(start.weights[name], weights), name
-    assert start.weights["head_dense"][0].shape == (8, 3)  # a new head, 3 classes
+    assert start.weights["head_dense"][0].shape == (32, 3)  # a new head, 3 classes
     # After training: the frozen stem and stage 1 (BN statistics too) are unchanged; the
     # rest trained.
     trained = layer_weights(load_model(result.final_checkpoint))
@@ -91,6 +91,7 @@ def test_a_run_starts_from_the_backbone_and_trains_a_new_head(source_checkpoint,
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["init"] == {"weights": str(source_checkpoint), "sha256": digest}
     log = (tmp_path / "run" / "train.log").read_text()
+    assert f"starting from the weights of {source_checkpoint} (fine-tuning)" in log
     assert f"fine-tuning from {source_checkpoint}" in log
     assert "frozen: stem, stage1" in log and "0.5 times the rate" in log
 
@@ -117,7 +118,7 @@ def test_the_run_resumes_from_its_own_checkpoint_with_its_backbone_rate(
 
 def test_a_network_that_does_not_fit_is_one_line_naming_both(source_checkpoint, tmp_path):
     data_dir = dataset(tmp_path / "three", 3, seed=2)
-    wider = 'model.spec={ block = "basic", stages = [1, 1], filters = [4, 4, 16] }'
+    wider = 'model.spec={ block = "basic", stages = [1, 1], filters = [16, 16, 64] }'
     config = config_for(data_dir, f"fine_tune.init={source_checkpoint}", wider)
     with pytest.raises(UserError) as raised:
         train(config, run_dir=tmp_path / "run")

@@ -39,6 +39,24 @@ def test_auto_keeps_float32_on_a_cpu_path_not_measured_faster():
     assert precision == "float32" and "jax" in why
 
 
+@pytest.mark.parametrize(
+    "narrowest, chosen", [(8, "float32"), (15, "float32"), (16, "mixed_bfloat16")]
+)
+def test_auto_keeps_networks_with_a_narrow_stage_in_float32_on_a_cpu(narrowest, chosen):
+    # TensorFlow's bfloat16 CPU kernels crashed on stages of fewer than 16 channels.
+    precision, why = choose_precision(
+        AUTO, backend="tensorflow", gpu_capability=None, flags=ZEN4, narrowest_stage=narrowest
+    )
+    assert precision == chosen
+    if chosen == "float32":
+        assert f"a stage of {narrowest} channels" in why
+    # A GPU is not concerned.
+    on_gpu, _ = choose_precision(
+        AUTO, backend="tensorflow", gpu_capability=(8, 0), flags=ZEN4, narrowest_stage=narrowest
+    )
+    assert on_gpu == "mixed_bfloat16"
+
+
 def test_a_precision_set_in_the_config_is_kept():
     for setting in ("float32", "mixed_float16", "mixed_bfloat16"):
         assert choose_precision(setting, backend="tensorflow", gpu_capability=None,
