@@ -4,7 +4,8 @@ Data flows one way: source files -> HDF5 splits -> HDF5DatasetGenerator -> ResNe
 -> model.fit with callbacks -> run directory -> rank-1/rank-5 report.
 
 From Python: `pipeline.build_dataset(...)`, `pipeline.train(config, run_dir,
-callbacks=[...])`, `pipeline.evaluate(run_dir=...)` (pipeline.api; the scripts wrap it).
+callbacks=[...])`, `pipeline.evaluate(run_dir=...)`, `pipeline.find_lr(config)`,
+`pipeline.repeat_runs(config, seeds, checkpoints=...)` (pipeline.api; the scripts wrap it).
 """
 
 import os
@@ -18,7 +19,15 @@ if os.environ.get("PIPELINE_VERBOSE", "") in ("", "0"):
 
 # The Python API (pipeline.api), loaded on first use: `import pipeline.errors` by a
 # script must not pay for the data-set builders and the config.
-_API = ("TrainingResult", "build_dataset", "evaluate", "load_config", "train")
+_API = (
+    "TrainingResult",
+    "build_dataset",
+    "evaluate",
+    "find_lr",
+    "load_config",
+    "repeat_runs",
+    "train",
+)
 __all__ = list(_API)
 
 

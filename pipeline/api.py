@@ -19,9 +19,11 @@ from pathlib import Path
 
 from pipeline.advice import Invocation
 from pipeline.config import ExperimentConfig, config_from_values, load_config
+from pipeline.errors import UserError
 from pipeline.framework import avoid_onednn_crash, check_backend, load_keras
 from pipeline.training.run_config import (
     config_for_invocation,
+    latest_position,
     overrides_of,
     run_dir_of,
     with_schedule,
@@ -29,7 +31,15 @@ from pipeline.training.run_config import (
 from pipeline.training.start import TrainingResult
 from pipeline.training.start import train as train_from_config
 
-__all__ = ["TrainingResult", "build_dataset", "evaluate", "find_lr", "load_config", "train"]
+__all__ = [
+    "TrainingResult",
+    "build_dataset",
+    "evaluate",
+    "find_lr",
+    "load_config",
+    "repeat_runs",
+    "train",
+]
 
 # find_lr.py's defaults: the range and length of the test, and where it writes.
 LR_RANGE_DEFAULTS = {"min_rate": 1e-6, "max_rate": 1.0, "batches": 200}
@@ -221,3 +231,59 @@ def find_lr(
         command_for=command_for,
     )  # fmt: skip
     return {**result, "notes": [onednn] if onednn else []}
+
+
+def seed_run_dir(checkpoints, seed: int) -> Path:
+    """The run directory of one seed of repeat_runs."""
+    return Path(checkpoints) / f"seed_{seed}"
+
+
+def repeat_runs(
+    config: ExperimentConfig | str | Path | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    checkpoints: str | Path,
+    overrides: Sequence[str] = (),
+    epochs: int | None = None,
+    callbacks: Sequence = (),
+) -> dict:
+    """Train `config` once per seed, each an ordinary run in `checkpoints`/seed_<n> (ctrl+c,
+    --resume, rewinds and rank_accuracy.py work on it), then score each on its test split
+    and summarize: mean, sample std, best and worst rank-1/rank-5 beside the preset's
+    [expected] figures, and compare_runs' picture of all of them, in `checkpoints`.
+
+    Called again, it goes on where it stopped: a finished seed is kept, an interrupted
+    one resumed (with its own config.json), a missing one started. Returns the summary
+    with `ended` "finished", or how the seed that stopped it `ended`."""
+    from pipeline.evaluation.repeats import summarize_repeats, write_repeats
+    from pipeline.evaluation.run_comparison import compare_runs
+
+    seeds = [int(seed) for seed in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"repeat_runs needs distinct seeds, got {seeds}")
+    if isinstance(config, ExperimentConfig):
+        loaded = _with_overrides(config, overrides)
+    else:
+        loaded = load_config(config, overrides)
+    target = epochs if epochs is not None else loaded.training.epochs
+    for seed in seeds:
+        run_dir = seed_run_dir(checkpoints, seed)
+        position = latest_position(run_dir)
+        if position is not None and position[1] == 0 and position[0] >= target:
+            continue  # trained already
+        if position is None:
+            with_seed = (*overrides, f"training.seed={seed}")
+            result = train(config, run_dir, overrides=with_seed, epochs=epochs, callbacks=callbacks)
+        else:
+            result = train(None, run_dir, resume=True, epochs=epochs, callbacks=callbacks)
+        if result.ended != "finished":
+            return {"ended": result.ended, "seed": seed, "run_dir": str(run_dir)}
+    reports = {seed: evaluate(run_dir=seed_run_dir(checkpoints, seed)) for seed in seeds}
+    # The preset's figures count only where each run was scored as they were measured.
+    comparable = all(report.get("reproduction", {}).get("compared") for report in reports.values())
+    summary = summarize_repeats(reports, loaded.expected if comparable else None)
+    run_dirs = [seed_run_dir(checkpoints, seed) for seed in seeds]
+    _rows, table, picture, _data = compare_runs(run_dirs, Path(checkpoints) / "comparison")
+    summary |= {"picture": str(picture), "table": table, "ended": "finished"}
+    write_repeats(summary, checkpoints)
+    return summary

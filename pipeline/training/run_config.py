@@ -115,3 +115,15 @@ def with_schedule(config: ExperimentConfig, schedule: str, invocation: Invocatio
     if training.schedule != schedule:
         print(f"{script}: training.schedule {training.schedule!r} replaced by {schedule!r}")
     return dataclasses.replace(config, training=dataclasses.replace(training, schedule=schedule))
+
+
+def latest_position(run_dir: Path) -> tuple[int, int] | None:
+    """(epochs done, batches of the next epoch done) at the run's latest checkpoint; None
+    where it has none. Damaged run files are one-line errors naming them."""
+    if not Path(run_dir).is_dir():
+        return None
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return None
+    state = read_state(checkpoint)
+    return int(state["epoch"]), int(state.get("batch", 0))
