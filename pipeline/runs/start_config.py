@@ -9,7 +9,8 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.advice import Invocation
-from pipeline.config import PRECISIONS
+from pipeline.config import PRECISIONS, FineTuneConfig
+from pipeline.config.coercion import coerce
 from pipeline.errors import UserError
 from pipeline.runs.checkpoint_files import read_state
 from pipeline.runs.json_files import read_json
@@ -105,14 +106,20 @@ def check_workers_agree(start: StartPoint, distribution, batch_size: int, run_di
 def recorded_training(run_dir: Path, start: StartPoint) -> dict | None:
     """The training section the run was doing when it reached the start point: the run
     directory's config.json for its own checkpoints, the checkpoint's state otherwise."""
+    return recorded_section(run_dir, start, "training")
+
+
+def recorded_section(run_dir: Path, start: StartPoint, name: str) -> dict | None:
+    """Section `name` of the config the run was trained with up to the start point (see
+    recorded_training); None where there is none."""
     own = start.checkpoint is not None and inside_run_dir(start.checkpoint, run_dir)
     config_file = Path(run_dir) / CONFIG_FILE
     values = read_json(config_file) if own and config_file.is_file() else start.state
     if own and config_file.is_file():
-        section = values.get("training") if isinstance(values, dict) else None
+        section = values.get(name) if isinstance(values, dict) else None
     else:
         config = values.get("config") if isinstance(values, dict) else None
-        section = config.get("training") if isinstance(config, dict) else None
+        section = config.get(name) if isinstance(config, dict) else None
     return section if isinstance(section, dict) else None
 
 
@@ -156,7 +163,26 @@ def config_for_start(config, run_dir: Path, start: StartPoint, config_given: boo
             f"{start.checkpoint} was saved after epoch {epoch_in_name}; --start_epoch counts it "
             f"as after epoch {start.epoch}"
         )
-    return dataclasses.replace(config, training=training), notes
+    config = dataclasses.replace(config, training=training)
+    recorded_fine_tune = recorded_section(run_dir, start, "fine_tune")
+    return _with_recorded_fine_tune(config, recorded_fine_tune, run_dir, notes), notes
+
+
+def _with_recorded_fine_tune(config, recorded: dict | None, run_dir: Path, notes: list):
+    """The fine_tune section applies when a run starts; a resume keeps the run's record of
+    where its weights came from. Another fine_tune.init is refused: the weights resumed
+    are the run's own, and its record would name a file they never came from."""
+    own = coerce(FineTuneConfig, recorded or {}, "fine_tune", str(run_dir / CONFIG_FILE))
+    given = config.fine_tune
+    if given.init and given.init != own.init:
+        started = f"from {own.init}" if own.init else "from random weights"
+        raise UserError(
+            f"fine_tune.init {given.init} applies when a run starts, and this run started "
+            f"{started}: resume without it, or fine-tune in a new run directory"
+        )
+    if dataclasses.replace(given, init=own.init, init_sha256=own.init_sha256) != own:
+        notes.append("fine_tune settings apply when a run starts: the run's own are kept")
+    return dataclasses.replace(config, fine_tune=own)
 
 
 def _with_recorded_precision(training, recorded: dict, notes: list):

@@ -199,3 +199,20 @@ def test_the_backbone_trains_at_its_share_of_the_rate(backend):
     assert float(ratios["backbone bias"]) == pytest.approx(0.25, rel=1e-5)
     assert float(ratios["head kernel"]) == pytest.approx(1.0, rel=1e-5)
     assert float(ratios["head bias"]) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_resume_keeps_the_runs_origin_and_refuses_another_init(source_checkpoint, tmp_path):
+    data_dir = dataset(tmp_path / "three", 3, seed=2)
+    config = config_for(data_dir, f"fine_tune.init={source_checkpoint}")
+    train(config, run_dir=tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["fine_tune"]
+    other = tmp_path / "other.keras"
+    other.write_bytes(source_checkpoint.read_bytes())
+    elsewhere = config_for(data_dir, f"fine_tune.init={other}", "training.epochs=2")
+    with pytest.raises(UserError, match="applies when a run starts, and this run started from"):
+        train(elsewhere, run_dir=tmp_path / "run", resume=True)
+    # A config without fine_tune (a preset given again) resumes with the run's record.
+    plain = config_for(data_dir, "training.epochs=2")
+    train(plain, run_dir=tmp_path / "run", resume=True)
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text())["fine_tune"]
+    assert resumed == recorded
