@@ -71,3 +71,47 @@ def test_two_seeds_train_as_runs_and_report_from_their_own_evaluations(digits_di
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Epoch" not in again.stdout
     assert json.loads((root / "repeats.json").read_text())["rank_1"] == summary["rank_1"]
+
+
+# A ctrl+c in the second seed's second epoch, then the same call again (a fresh process:
+# the SIGINT handler is process-wide).
+CTRL_C_THEN_AGAIN = """
+import os, signal, sys
+import keras
+from pipeline.api import repeat_runs
+
+digits, root, tiny = sys.argv[1], sys.argv[2], sys.argv[3]
+overrides = [f"data.dataset_dir={digits}", tiny, "training.batch_size=128",
+             "training.checkpoint_every=1"]
+
+class CtrlCInSecondSeed(keras.callbacks.Callback):
+    fits = 0
+    def on_train_begin(self, logs=None):
+        CtrlCInSecondSeed.fits += 1
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_begin(self, batch, logs=None):
+        if CtrlCInSecondSeed.fits == 2 and self.epoch == 1 and batch == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+first = repeat_runs(None, [3, 4], checkpoints=root, overrides=overrides, epochs=2,
+                    callbacks=[CtrlCInSecondSeed()])
+print("first", first["ended"], first.get("seed"))
+second = repeat_runs(None, [3, 4], checkpoints=root, overrides=overrides, epochs=2)
+print("second", second["ended"], second["rank_1"]["count"])
+"""
+
+
+def test_a_ctrl_c_stops_the_seeds_and_the_same_call_goes_on(digits_dir, tmp_path):
+    root = tmp_path / "repeats"
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_THEN_AGAIN, str(digits_dir), str(root), TINY],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "first interrupted 4" in done.stdout and "second finished 2" in done.stdout
+    for seed in (3, 4):
+        history = json.loads((root / f"seed_{seed}" / "history.json").read_text())
+        assert history["epoch"] == [1, 2]  # each epoch once, the interrupted one included
+    log = (root / "seed_4" / "train.log").read_text()
+    assert "resuming from" in log
