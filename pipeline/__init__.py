@@ -19,15 +19,8 @@ if os.environ.get("PIPELINE_VERBOSE", "") in ("", "0"):
 
 # The Python API (pipeline.api), loaded on first use: `import pipeline.errors` by a
 # script must not pay for the data-set builders and the config.
-_API = (
-    "TrainingResult",
-    "build_dataset",
-    "evaluate",
-    "find_lr",
-    "load_config",
-    "repeat_runs",
-    "train",
-)
+_API = ("TrainingResult", "build_dataset", "evaluate", "find_lr", "load_config")
+_API += ("repeat_runs", "train")
 __all__ = list(_API)
 
 

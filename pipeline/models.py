@@ -31,33 +31,30 @@ def build_model_for_data(
     """The config's ResNet for `input_shape` images and the split's classes, normalising
     with the split's statistics (or `statistics`: a fine-tuned model keeping those of
     the weights it starts from)."""
-    if statistics is not None:
-        return build_resnet(
-            model_config.network(),
-            num_classes=info.num_classes,
-            input_shape=input_shape,
-            mean=statistics.mean,
-            std=statistics.std,
-            mean_image=statistics.mean_image,
-            name=model_config.preset or "resnet",
-        )
-    mean_image = None
-    if model_config.normalization == "mean_image":
-        mean_image = read_mean_image(info.path)
-        if tuple(mean_image.shape) != tuple(input_shape):
-            raise UserError(
-                f"the mean image of {info.path} is {mean_image.shape}, the model input "
-                f"{tuple(input_shape)}; use model.normalization = 'channel'"
-            )
+    if statistics is None:
+        statistics = _statistics_of_split(model_config, info, input_shape)
     return build_resnet(
         model_config.network(),
         num_classes=info.num_classes,
         input_shape=input_shape,
-        mean=info.mean,
-        std=info.std,
-        mean_image=mean_image,
+        mean=statistics.mean,
+        std=statistics.std,
+        mean_image=statistics.mean_image,
         name=model_config.preset or "resnet",
     )
+
+
+def _statistics_of_split(model_config: ModelConfig, info: SplitInfo, input_shape) -> Statistics:
+    """The normalisation the config asks for, with the split's statistics."""
+    if model_config.normalization != "mean_image":
+        return Statistics(mean=info.mean, std=info.std)
+    mean_image = read_mean_image(info.path)
+    if tuple(mean_image.shape) != tuple(input_shape):
+        raise UserError(
+            f"the mean image of {info.path} is {mean_image.shape}, the model input "
+            f"{tuple(input_shape)}; use model.normalization = 'channel'"
+        )
+    return Statistics(mean=info.mean, std=info.std, mean_image=mean_image)
 
 
 def resolve_jit_compile(setting: bool | str) -> bool:
