@@ -106,6 +106,12 @@ class ChunkMap:
                 return False
         return True
 
+    def __del__(self):
+        # The descriptor of this process only: a forked child's copy is its parent's.
+        if self._descriptor is not None and self._pid == os.getpid():
+            os.close(self._descriptor)
+            self._descriptor = None
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_descriptor"] = state["_pid"] = None
