@@ -26,6 +26,7 @@ from pipeline.training.run_config import (
     latest_position,
     overrides_of,
     run_dir_of,
+    unused_run_dir,
     with_schedule,
 )
 from pipeline.training.start import TrainingResult
@@ -217,10 +218,11 @@ def find_lr(
 
     def command_for(rate: float) -> str:
         with_rate = (*overrides, f"training.learning_rate={rate:g}")
-        checkpoints_given = None if checkpoints is None else str(checkpoints)
+        run_dir = checkpoints if checkpoints is not None else unused_run_dir(loaded, rate)
         return Invocation(
-            config=config_path, checkpoints=checkpoints_given, overrides=with_rate
-        ).command()
+            config=config_path, checkpoints=None if run_dir is None else str(run_dir),
+            overrides=with_rate,
+        ).command()  # fmt: skip
 
     onednn = avoid_onednn_crash(min(loaded.model.network().filters[1:]))
     load_keras()

@@ -127,3 +127,14 @@ def latest_position(run_dir: Path) -> tuple[int, int] | None:
         return None
     state = read_state(checkpoint)
     return int(state["epoch"]), int(state.get("batch", 0))
+
+
+def unused_run_dir(config: ExperimentConfig, rate: float) -> Path | None:
+    """Where the command find_lr prints trains when no run directory was given: the
+    config's own (None: the command need not name it), or, when a run is there already
+    (the demo's, say), a sibling named after the rate, which the command would
+    otherwise be refused."""
+    own = Path(config.checkpoints)
+    if not own.exists() or (own.is_dir() and not any(own.iterdir())):
+        return None
+    return own.with_name(f"{own.name}_lr{rate:g}")

@@ -62,6 +62,18 @@ def test_a_loss_that_never_falls_still_gives_a_rate_inside_the_range():
     assert suggestion.steepest_rate is None and "never fell" in suggestion.how
 
 
+def test_the_printed_command_trains_beside_a_run_that_is_there_already(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.training.run_config import unused_run_dir
+
+    config = load_config(None, [f"checkpoints={tmp_path / 'run'}"])
+    assert unused_run_dir(config, 0.05) is None  # nothing there: the config's own
+    (tmp_path / "run").mkdir()
+    assert unused_run_dir(config, 0.05) is None  # an empty folder is free too
+    (tmp_path / "run" / "train.log").write_text("a run\n")
+    assert unused_run_dir(config, 0.05) == tmp_path / "run_lr0.05"
+
+
 def test_find_lr_on_the_digits_writes_its_picture_and_numbers_and_a_command_that_runs(
     digits_dir, tmp_path
 ):
